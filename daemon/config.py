@@ -1,0 +1,217 @@
+"""The daemon's configuration: one YAML file plus ``ROLLBACKD_*`` environment overrides.
+
+Read once at start-up (``load_settings``) and passed down; nothing reads the
+environment at import time. Secrets are never literal values in the YAML: a
+``SecretRef`` points at a file (a mounted Kubernetes Secret) or an environment
+variable, and is read only when a client is built.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.errors import ConfigError
+from daemon.redact import register_secret
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Group):
+    """Where a secret lives: a file (preferred, e.g. a mounted Secret) or an environment variable."""
+
+    file: Path | None = Field(None, description="Path of a file whose content (stripped) is the secret.")
+    env: str | None = Field(None, description="Name of an environment variable holding the secret.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.file is None) == (self.env is None):
+            raise ValueError("give exactly one of 'file' or 'env'")
+        return self
+
+    def read(self) -> str:
+        """The secret's value; raises ConfigError naming the source (never the value)."""
+        if self.file is not None:
+            try:
+                value = self.file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"secret file {self.file} cannot be read: {exc.strerror}") from None
+            if not value:
+                raise ConfigError(f"secret file {self.file} is empty")
+            return register_secret(value)
+        value = os.environ.get(self.env or "", "").strip()
+        if not value:
+            raise ConfigError(f"secret environment variable {self.env} is not set or empty")
+        return register_secret(value)
+
+
+TokenScope = Literal["read", "ack", "approve", "admin", "ingest"]
+
+
+class ApiToken(_Group):
+    """A bearer token for the HTTP API, stored as the SHA-256 hex of the token."""
+
+    name: str = Field(description="Who holds the token; appears in the audit log.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the token.")
+    scopes: list[TokenScope] = Field(description="What the token may do.")
+
+
+class HttpSettings(_Group):
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(9797, ge=0, le=65535, description="HTTP port (0 picks a free one).")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above).")
+    tokens: list[ApiToken] = Field(default_factory=list, description="Bearer tokens with scopes.")
+    webhook_hmac_secret: SecretRef | None = Field(
+        None, description="Optional HMAC-SHA256 key; when set, webhooks must carry X-Rollbackd-Signature."
+    )
+    auth_required: bool = Field(
+        True, description="Require bearer tokens. Only the embedded loopback default may turn this off."
+    )
+
+
+class StoreSettings(_Group):
+    url: str = Field(
+        "sqlite+aiosqlite:///var/rollbackd.sqlite",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    password: SecretRef | None = Field(None, description="Database password, if not in the URL.")
+    auto_upgrade: bool = Field(True, description="Run alembic migrations at start-up.")
+
+
+class RulesSettings(_Group):
+    paths: list[Path] = Field(default_factory=lambda: [Path("rules")], description="Rule files or folders.")
+    watch: bool = Field(True, description="Reload when a rule file changes.")
+
+
+class LeaderElectionSettings(_Group):
+    enabled: bool = Field(False, description="Elect one leader on a coordination.k8s.io Lease.")
+    lease_name: str = "rollbackd-leader"
+    namespace: str = "rollbackd"
+    lease_duration_s: float = Field(15.0, gt=0)
+    renew_deadline_s: float = Field(10.0, gt=0)
+    retry_period_s: float = Field(2.0, gt=0)
+
+
+class KubernetesSettings(_Group):
+    kubeconfig: Path | None = Field(None, description="kubeconfig file; default: in-cluster, then ~/.kube/config.")
+    context: str | None = Field(None, description="kubeconfig context to use.")
+    dry_run: bool | None = Field(
+        None, description="Server-side dry run for every action. Default: off when a cluster is reachable."
+    )
+    rollout_timeout_s: float = Field(300.0, gt=0, description="Wait for a rollout this long (seed: 300 s).")
+    request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API request.")
+    budget_max_rollbacks: int = Field(2, ge=1, description="Automatic rollbacks per Deployment per window.")
+    budget_window_s: float = Field(3600.0, gt=0, description="The rollback budget's window.")
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
+
+
+class KafkaSettings(_Group):
+    enabled: bool = Field(False, description="Consume deployment events from Kafka.")
+    bootstrap_servers: str = "127.0.0.1:9092"
+    deploy_topic: str = "deployments"
+    group_id: str = "rollbackd"
+    dead_letter_topic: str = "deployments.dlq"
+    decisions_topic: str | None = Field("rollbackd.decisions", description="Where decisions are published.")
+
+
+class PrometheusSettings(_Group):
+    url: str | None = Field(None, description="Prometheus base URL for polling and verification queries.")
+    poll_interval_s: float = Field(15.0, gt=0)
+    query_timeout_s: float = Field(10.0, gt=0)
+    no_data_notify_after_s: float = Field(300.0, gt=0, description="Notify when a query has had no data this long.")
+
+
+class SlackSettings(_Group):
+    enabled: bool = False
+    token: SecretRef | None = Field(None, description="Bot token (xoxb-...).")
+    signing_secret: SecretRef | None = Field(None, description="Verifies interactivity callbacks.")
+    base_url: str = Field("https://slack.com/api/", description="Web API base URL.")
+    default_channel: str = "#incidents"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class PagerDutySettings(_Group):
+    enabled: bool = False
+    routing_keys: dict[str, SecretRef] = Field(
+        default_factory=dict, description="PagerDuty service name -> Events API v2 integration key."
+    )
+    base_url: str = Field("https://events.pagerduty.com", description="Events API base URL (https only).")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the Events API's certificate.")
+    webhook_secrets: list[SecretRef] = Field(default_factory=list, description="Webhook v3 signing secrets.")
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class ApproverSettings(_Group):
+    name: str
+    roles: list[str]
+    slack_user_id: str | None = None
+    pagerduty_user_id: str | None = None
+    totp_secret: SecretRef | None = Field(None, description="Base32 TOTP seed.")
+    code_hash: SecretRef | None = Field(None, description="argon2 hash of a personal approval code.")
+
+
+class LoggingSettings(_Group):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    """Everything the daemon can be told. See ``config/rollbackd.yaml`` for a documented example."""
+
+    model_config = SettingsConfigDict(env_prefix="ROLLBACKD_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    http: HttpSettings = HttpSettings()
+    store: StoreSettings = StoreSettings()
+    rules: RulesSettings = RulesSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    slack: SlackSettings = SlackSettings()
+    pagerduty: PagerDutySettings = PagerDutySettings()
+    approvers: list[ApproverSettings] = Field(default_factory=list)
+    logging: LoggingSettings = LoggingSettings()
+    instance: str = Field(default_factory=lambda: os.environ.get("HOSTNAME", "rollbackd"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init kwargs; the environment overrides it.
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (YAML) and the environment; raise ConfigError naming every bad field."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, found {type(loaded).__name__}")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = str(path) if path else "configuration"
+        lines = [f"{where}: {exc.error_count()} error(s)"]
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {field}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None

@@ -1,0 +1,276 @@
+"""Plain values that flow through the pipeline once past the edge.
+
+``sources`` turn payloads into these; ``rules`` turn them into decisions;
+``incidents``, ``actions`` and ``notify`` act on them. They are frozen and
+carry no I/O, so every stage can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+
+def frozen_map(data: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    return MappingProxyType(dict(data or {}))
+
+
+class AlertStatus(enum.StrEnum):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert as Alertmanager, Prometheus or the poller reported it."""
+
+    name: str
+    status: AlertStatus
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    starts_at: datetime
+    fingerprint: str
+    source: str
+    ends_at: datetime | None = None
+    generator_url: str = ""
+    value: float | None = None
+
+    @property
+    def dedupe_key(self) -> str:
+        """Same alert, same status, same episode: a redelivery, not news."""
+        return f"alert:{self.fingerprint}:{self.status.value}:{self.starts_at.isoformat()}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "starts_at": self.starts_at.isoformat(),
+            "ends_at": self.ends_at.isoformat() if self.ends_at else None,
+            "fingerprint": self.fingerprint,
+            "source": self.source,
+            "generator_url": self.generator_url,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        return cls(
+            name=data["name"],
+            status=AlertStatus(data["status"]),
+            labels=frozen_map(data["labels"]),
+            annotations=frozen_map(data.get("annotations")),
+            starts_at=datetime.fromisoformat(data["starts_at"]),
+            ends_at=datetime.fromisoformat(data["ends_at"]) if data.get("ends_at") else None,
+            fingerprint=data["fingerprint"],
+            source=data["source"],
+            generator_url=data.get("generator_url", ""),
+            value=data.get("value"),
+        )
+
+
+class DeployKind(enum.StrEnum):
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True, slots=True)
+class DeployEvent:
+    """A deployment of a service, as the delivery pipeline reported it on Kafka."""
+
+    event_id: str
+    kind: DeployKind
+    service: str
+    namespace: str
+    deployment: str
+    at: datetime
+    revision: int | None = None
+    image: str = ""
+    version: str = ""
+    commit: str = ""
+    author: str = ""
+    migration: bool = False
+
+    @property
+    def target(self) -> Target:
+        return Target(self.namespace, self.deployment)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Target:
+    """A Deployment rollbackd may act on."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, default_namespace: str = "default") -> Target:
+        ns, sep, name = text.partition("/")
+        return cls(ns, name) if sep else cls(default_namespace, ns)
+
+
+class Severity(enum.StrEnum):
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+
+class ActionKind(enum.StrEnum):
+    """What a decision rule asks for (seed 8.1's Action column)."""
+
+    ROLLBACK_NOW = "rollback_now"  # "Immediate rollback"
+    ROLLBACK_WITHIN = "rollback_within"  # "Rollback within 15 min / 30 min / 2 hours"
+    NOTIFY = "notify"  # threshold breached, tell people, change nothing
+    PAUSE = "pause"  # stop the rollout where it is
+
+
+class QuorumMode(enum.StrEnum):
+    ALL_OF = "all_of"
+    ANY_OF = "any_of"
+
+
+class OnDeadline(enum.StrEnum):
+    ESCALATE = "escalate"
+    HOLD = "hold"
+    PROCEED = "proceed"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequirement:
+    """Who must approve before the action runs: ``roles`` maps role → how many approvers."""
+
+    roles: Mapping[str, int]
+    mode: QuorumMode = QuorumMode.ALL_OF
+    deadline_s: float | None = None
+    on_deadline: OnDeadline = OnDeadline.ESCALATE
+
+    @property
+    def required(self) -> bool:
+        return bool(self.roles)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "roles": dict(self.roles),
+            "mode": self.mode.value,
+            "deadline_s": self.deadline_s,
+            "on_deadline": self.on_deadline.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ApprovalRequirement:
+        return cls(
+            roles=MappingProxyType(dict(data.get("roles", {}))),
+            mode=QuorumMode(data.get("mode", "all_of")),
+            deadline_s=data.get("deadline_s"),
+            on_deadline=OnDeadline(data.get("on_deadline", "escalate")),
+        )
+
+
+NO_APPROVAL = ApprovalRequirement(roles=MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the rules concluded for one alert: the decision record's core."""
+
+    rule: str
+    severity: Severity
+    action: ActionKind
+    targets: tuple[Target, ...]
+    approval: ApprovalRequirement = NO_APPROVAL
+    act_within_s: float | None = None  # "rollback within N": the action's own deadline
+    rollback_time_objective_s: float | None = None  # "Rollback Time" column: mitigation objective
+    irreversible: bool = False  # guard tripped: never act without the named approvers
+    to_revision: int | None = None  # correlated deploy's predecessor, when known
+    channels: tuple[str, ...] = ()
+    reason: str = ""
+    measured: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    deploy: DeployEvent | None = None
+
+    @property
+    def group_key(self) -> str:
+        """Alerts for the same rule and targets join one incident."""
+        return f"{self.rule}|{','.join(sorted(str(t) for t in self.targets))}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "action": self.action.value,
+            "targets": [str(t) for t in self.targets],
+            "approval": self.approval.to_json(),
+            "act_within_s": self.act_within_s,
+            "rollback_time_objective_s": self.rollback_time_objective_s,
+            "irreversible": self.irreversible,
+            "to_revision": self.to_revision,
+            "channels": list(self.channels),
+            "reason": self.reason,
+            "measured": dict(self.measured),
+            "deploy": _deploy_json(self.deploy),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Decision:
+        dep = data.get("deploy")
+        return cls(
+            rule=data["rule"],
+            severity=Severity(data["severity"]),
+            action=ActionKind(data["action"]),
+            targets=tuple(Target.parse(t) for t in data["targets"]),
+            approval=ApprovalRequirement.from_json(data.get("approval", {})),
+            act_within_s=data.get("act_within_s"),
+            rollback_time_objective_s=data.get("rollback_time_objective_s"),
+            irreversible=bool(data.get("irreversible", False)),
+            to_revision=data.get("to_revision"),
+            channels=tuple(data.get("channels", ())),
+            reason=data.get("reason", ""),
+            measured=MappingProxyType(dict(data.get("measured", {}))),
+            deploy=_deploy_from_json(dep) if dep else None,
+        )
+
+
+def _deploy_json(dep: DeployEvent | None) -> dict[str, Any] | None:
+    if dep is None:
+        return None
+    return {
+        "event_id": dep.event_id,
+        "kind": dep.kind.value,
+        "service": dep.service,
+        "namespace": dep.namespace,
+        "deployment": dep.deployment,
+        "at": dep.at.isoformat(),
+        "revision": dep.revision,
+        "image": dep.image,
+        "version": dep.version,
+        "commit": dep.commit,
+        "author": dep.author,
+        "migration": dep.migration,
+    }
+
+
+def _deploy_from_json(d: Mapping[str, Any]) -> DeployEvent:
+    return DeployEvent(
+        event_id=d["event_id"],
+        kind=DeployKind(d["kind"]),
+        service=d["service"],
+        namespace=d["namespace"],
+        deployment=d["deployment"],
+        at=datetime.fromisoformat(d["at"]),
+        revision=d.get("revision"),
+        image=d.get("image", ""),
+        version=d.get("version", ""),
+        commit=d.get("commit", ""),
+        author=d.get("author", ""),
+        migration=bool(d.get("migration")),
+    )

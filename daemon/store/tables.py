@@ -1,0 +1,206 @@
+"""The schema: one table per thing the daemon must not forget across a restart.
+
+Free-form details (decision records, payloads) are JSON columns so the record
+can grow without a migration; anything queried or constrained is a column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class InboxRow(Base):
+    """Every accepted alert or deploy event, written before it is acknowledged to the sender."""
+
+    __tablename__ = "inbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str] = mapped_column(String(512), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # alert | deploy
+    source: Mapped[str] = mapped_column(String(32))
+    partition_key: Mapped[str] = mapped_column(String(255))  # per-key ordering
+    payload: Mapped[dict[str, Any]]
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    __table_args__ = (Index("ix_inbox_pending", "processed_at", "id"),)
+
+
+class DeployRow(Base):
+    """Deployment history from Kafka: what ran where, when, and whether it migrated data."""
+
+    __tablename__ = "deploy_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(255), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    service: Mapped[str] = mapped_column(String(255), index=True)
+    namespace: Mapped[str] = mapped_column(String(255))
+    deployment: Mapped[str] = mapped_column(String(255))
+    revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    image: Mapped[str] = mapped_column(String(512), default="")
+    version: Mapped[str] = mapped_column(String(255), default="")
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    author: Mapped[str] = mapped_column(String(255), default="")
+    migration: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime]
+    __table_args__ = (Index("ix_deploy_target_at", "namespace", "deployment", "at"),)
+
+
+class IncidentRow(Base):
+    """One incident: the persisted state of the machine in ``incidents.machine``."""
+
+    __tablename__ = "incidents"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    group_key: Mapped[str] = mapped_column(String(512), index=True)
+    rule: Mapped[str] = mapped_column(String(255), index=True)
+    severity: Mapped[str] = mapped_column(String(4))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    open: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(default=None)
+    decision: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency between replicas
+
+
+class IncidentAlertRow(Base):
+    """The alerts that joined an incident, with their measured values."""
+
+    __tablename__ = "incident_alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    starts_at: Mapped[datetime]
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    alert: Mapped[dict[str, Any]]
+    at: Mapped[datetime]
+
+
+class ApprovalRow(Base):
+    """One approver's verdict for one role on one incident."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(255))
+    verdict: Mapped[str] = mapped_column(String(16))  # approve | reject
+    via: Mapped[str] = mapped_column(String(32))  # cli | api | slack
+    comment: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime]
+    __table_args__ = (UniqueConstraint("incident_id", "approver", "role"),)
+
+
+class ApproverLockRow(Base):
+    """Failed approval-code attempts per approver, for the lockout."""
+
+    __tablename__ = "approver_locks"
+    approver: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_failure_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_totp_step: Mapped[int | None] = mapped_column(Integer, default=None)  # no TOTP replay
+
+
+class AuditRow(Base):
+    """Append-only: who or what did what to which incident, when and why."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]]
+
+
+class TimerRow(Base):
+    """A deadline that must fire even if the daemon restarts in between."""
+
+    __tablename__ = "timers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    due_at: Mapped[datetime] = mapped_column(index=True)
+    fired_at: Mapped[datetime | None] = mapped_column(default=None)
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    __table_args__ = (UniqueConstraint("incident_id", "kind"),)
+
+
+class OutboxRow(Base):
+    """A notification, written with the change that caused it and delivered by a worker."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    channel: Mapped[str] = mapped_column(String(32))  # slack | pagerduty | kafka
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    __table_args__ = (Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+
+class NotificationRefRow(Base):
+    """Where an incident's message lives in a channel (Slack ts, PagerDuty dedup key)."""
+
+    __tablename__ = "notification_refs"
+    incident_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ref: Mapped[dict[str, Any]]
+
+
+class RollbackIntentRow(Base):
+    """Persisted before the patch, so a crash never leads to a second undo for the same intent."""
+
+    __tablename__ = "rollback_intents"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # idempotency key
+    incident_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    namespace: Mapped[str] = mapped_column(String(255))
+    deployment: Mapped[str] = mapped_column(String(255))
+    from_revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    to_revision: Mapped[int | None] = mapped_column(Integer, default=None)
+    state: Mapped[str] = mapped_column(String(16))  # planned | applied | ready | verified | failed | interrupted
+    automatic: Mapped[bool] = mapped_column(Boolean, default=True)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    __table_args__ = (Index("ix_intent_target", "namespace", "deployment", "created_at"),)
+
+
+class ReceiptRow(Base):
+    """Webhook deliveries already handled (PagerDuty webhook ids, Slack action ids)."""
+
+    __tablename__ = "receipts"
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    receipt_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    at: Mapped[datetime]

@@ -1,0 +1,133 @@
+"""Process plumbing shared by every service of the test stack.
+
+A service that cannot start raises ``StackError`` with the reason and the tail
+of its log, so a test session fails loudly instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE = Path(os.environ.get("ROLLBACKD_CACHE", Path.home() / ".cache" / "rollbackd"))
+REPO = Path(__file__).resolve().parents[2]
+
+
+class StackError(RuntimeError):
+    """A service of the test stack could not be installed, started or reached."""
+
+
+def versions() -> dict[str, str]:
+    """The pinned versions from ``scripts/stack/versions.env``."""
+    out: dict[str, str] = {}
+    for line in (REPO / "scripts" / "stack" / "versions.env").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Proc:
+    """One child process with its log file; stopped with its whole process group."""
+
+    name: str
+    argv: Sequence[str]
+    log: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.popen = subprocess.Popen(  # noqa: S603 - argv built by the stack itself
+                list(self.argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(self.env or {})},
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``ready`` until it holds; fail with the log tail if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StackError(f"{self.name} exited while waiting for {what}:\n{log_tail(self.log)}")
+            try:
+                if ready():
+                    return
+            except Exception:  # noqa: BLE001, S110 - not ready yet, poll again
+                pass
+            time.sleep(0.2)
+        raise StackError(f"{self.name}: no {what} after {timeout:.0f}s:\n{log_tail(self.log)}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        stop_group(self.popen.pid, timeout)
+        self.popen.wait(timeout=timeout)
+
+
+def stop_group(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it if it lingers."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def http_ok(url: str, timeout: float = 2.0, **kwargs: object) -> bool:
+    """True when ``url`` answers 2xx."""
+    req = urllib.request.Request(url)  # noqa: S310 - loopback URLs built by the stack
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, **kwargs) as resp:  # type: ignore[call-overload]  # noqa: S310
+            return 200 <= int(resp.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
