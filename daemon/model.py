@@ -274,3 +274,163 @@ def _deploy_from_json(d: Mapping[str, Any]) -> DeployEvent:
         author=d.get("author", ""),
         migration=bool(d.get("migration")),
     )
+
+
+# --- contracts between stages -------------------------------------------------------------
+
+
+class Comparator(enum.StrEnum):
+    GT = ">"
+    GE = ">="
+    LT = "<"
+    LE = "<="
+    EQ = "=="
+    NE = "!="
+
+    def holds(self, value: float, threshold: float) -> bool:
+        return {
+            Comparator.GT: value > threshold,
+            Comparator.GE: value >= threshold,
+            Comparator.LT: value < threshold,
+            Comparator.LE: value <= threshold,
+            Comparator.EQ: value == threshold,
+            Comparator.NE: value != threshold,
+        }[self]
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdSpec:
+    """A threshold rule as the poller and the exporter need it (seed 4.1's rows)."""
+
+    name: str
+    expr: str
+    comparator: Comparator
+    threshold: float
+    for_s: float
+    severity: Severity
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    channels: tuple[str, ...] = ()
+    evaluated_by: str = "prometheus"  # prometheus (exported rule) | rollbackd (the poller)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One post-rollback check of seed section 7.1: URL, expected status and body text, timeout."""
+
+    url: str
+    expect_status: int = 200
+    expect_body: str = ""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySpec:
+    """How to tell that a rollback worked: health URLs answer and the PromQL is back under threshold."""
+
+    health: tuple[HealthCheck, ...] = ()
+    promql: str | None = None
+    comparator: Comparator = Comparator.LT
+    threshold: float | None = None
+    within_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackRequest:
+    """What incidents ask of actions: roll these targets back, once, for this incident."""
+
+    incident_id: str
+    targets: tuple[Target, ...]
+    reason: str
+    automatic: bool = True
+    to_revision: int | None = None
+    dry_run: bool | None = None  # None: the executor's configured mode
+    verify: VerifySpec | None = None
+
+    def idempotency_key(self, target: Target) -> str:
+        return f"{self.incident_id}:{target}"
+
+
+class TargetResult(enum.StrEnum):
+    ROLLED_BACK = "rolled_back"
+    ALREADY_DONE = "already_done"  # a previous attempt for the same intent had applied it
+    DRY_RUN = "dry_run"
+    REFUSED = "refused"  # budget, loop breaker, GitOps, no previous revision
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOutcome:
+    target: Target
+    result: TargetResult
+    from_revision: int | None = None
+    to_revision: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackOutcome:
+    """What actions report back: one result per target, and whether verification passed."""
+
+    targets: tuple[TargetOutcome, ...]
+    verified: bool | None = None  # None: no verification configured or not reached
+    verify_detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        good = {TargetResult.ROLLED_BACK, TargetResult.ALREADY_DONE, TargetResult.DRY_RUN}
+        return all(t.result in good for t in self.targets) and self.verified is not False
+
+
+class NotificationKind(enum.StrEnum):
+    OPENED = "opened"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ACKNOWLEDGED = "acknowledged"
+    ROLLING_BACK = "rolling_back"
+    VERIFYING = "verifying"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    EXPIRED = "expired"
+    OBJECTIVE_BREACHED = "objective_breached"
+    NO_DATA = "no_data"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationEvent:
+    """Something responders must hear about; written to the outbox with the change that caused it.
+
+    ``incident`` is the incident's decision record as JSON (state, decision, alerts, approvals,
+    acks, actions), so a notifier renders from it alone. It never contains approval codes.
+    """
+
+    incident_id: str
+    kind: NotificationKind
+    severity: Severity
+    summary: str
+    incident: Mapping[str, Any]
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeployHistory:
+    """Recent deployments the rules may correlate an alert with, newest first."""
+
+    events: tuple[DeployEvent, ...] = ()
+
+    def latest_for(
+        self, *, service: str | None = None, target: Target | None = None, before: datetime | None = None
+    ) -> DeployEvent | None:
+        for ev in self.events:
+            if service is not None and ev.service != service:
+                continue
+            if target is not None and ev.target != target:
+                continue
+            if before is not None and ev.at > before:
+                continue
+            return ev
+        return None
