@@ -1,0 +1,53 @@
+"""Liveness, readiness and metrics: what Kubernetes probes and Prometheus scrapes.
+
+``/healthz`` answers while the event loop runs. ``/readyz`` answers 200 only
+when the rules are loaded, the store answers and leadership is known, and
+says which check failed otherwise. ``/metrics`` renders ``daemon.metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from daemon.errors import RollbackdError
+from daemon.metrics import REGISTRY
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the daemon's event loop answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: rules loaded, store reachable, leadership known")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks: dict[str, Any] = {}
+    rules = getattr(state, "rules", None)
+    checks["rules"] = "ok" if rules is not None and rules.current.rule_count > 0 else "no rules loaded"
+    try:
+        await state.store.ping()
+        checks["store"] = "ok"
+    except RollbackdError as exc:
+        checks["store"] = str(exc)
+    leader = getattr(state, "leader", None)
+    if leader is None or leader.known:
+        checks["leadership"] = "ok"
+    else:
+        checks["leadership"] = "unknown"
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    if leader is not None:
+        body["leader"] = leader.is_leader
+    body["dry_run"] = bool(getattr(state, "dry_run", False))
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
