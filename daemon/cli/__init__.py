@@ -1,0 +1,129 @@
+"""The ``rollbackd`` command: run the daemon, check configuration, manage the store.
+
+Each area contributes its own commands (``rules``, ``incidents``, ``ack``,
+``approve``, ``reject``, ``rollback``, ``replay``); this module registers them.
+Exit codes: 0 success, 1 a check or command failed, 2 usage or configuration
+error, 3 the daemon or a service could not be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from daemon import __version__
+from daemon.cli.common import config_option, echo_error
+from daemon.config import Settings, load_settings
+from daemon.errors import ConfigError, RollbackdError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rollbackd")
+def main() -> None:
+    """rollbackd — rolls bad deployments back before people wake up."""
+
+
+@main.command()
+@config_option
+def run(config: Path | None) -> None:
+    """Run the daemon (embedded defaults when no --config is given)."""
+    from daemon.app import run_daemon  # noqa: PLC0415 - keep CLI start-up light for other commands
+
+    settings = _settings_or_exit(config)
+    try:
+        asyncio.run(run_daemon(settings))
+    except ConfigError as exc:
+        echo_error(str(exc))
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("check")
+@config_option
+def config_check(config: Path | None) -> None:
+    """Validate the configuration file and environment; errors name the field."""
+    settings = _settings_or_exit(config)
+    problems: list[str] = []
+    for ref_name, ref in _secret_refs(settings):
+        try:
+            ref.read()
+        except ConfigError as exc:
+            problems.append(f"{ref_name}: {exc}")
+    if problems:
+        for p in problems:
+            echo_error(p)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"{config or 'embedded defaults'}: configuration is valid")
+
+
+@main.group()
+def db() -> None:
+    """Manage the store's schema."""
+
+
+@db.command("upgrade")
+@config_option
+def db_upgrade(config: Path | None) -> None:
+    """Apply the database migrations (SQLite upgrades automatically at start)."""
+    from daemon.store.db import Store  # noqa: PLC0415
+
+    settings = _settings_or_exit(config)
+
+    async def go() -> str | None:
+        password = settings.store.password.read() if settings.store.password else None
+        store = Store(settings.store.url, password=password)
+        try:
+            await store.upgrade()
+            return await store.current_revision()
+        finally:
+            await store.close()
+
+    try:
+        rev = asyncio.run(go())
+    except RollbackdError as exc:
+        echo_error(str(exc))
+        sys.exit(EXIT_UNREACHABLE)
+    click.echo(f"store is at revision {rev}")
+
+
+def _settings_or_exit(path: Path | None) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        echo_error(str(exc))
+        sys.exit(EXIT_USAGE)
+
+
+def _secret_refs(settings: Settings) -> list[tuple[str, object]]:
+    from daemon.config import SecretRef  # noqa: PLC0415
+
+    found: list[tuple[str, object]] = []
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, SecretRef):
+            found.append((prefix, value))
+        elif hasattr(value, "model_fields"):
+            for name in type(value).model_fields:  # type: ignore[attr-defined]
+                walk(f"{prefix}.{name}" if prefix else name, getattr(value, name))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+
+    walk("", settings)
+    return found

@@ -1,0 +1,28 @@
+"""Options and output helpers shared by every ``rollbackd`` command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_URL = "http://127.0.0.1:9797"
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "-c",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=lambda: os.environ.get("ROLLBACKD_CONFIG"),
+        help="YAML configuration file (env ROLLBACKD_CONFIG). Default: embedded defaults.",
+    )(func)
+
+
+def echo_error(message: str) -> None:
+    click.secho(f"error: {message}", err=True, fg="red")

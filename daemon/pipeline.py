@@ -1,0 +1,76 @@
+"""The glue between the inbox and the incidents: evaluate each event against the rules.
+
+The dispatcher hands every inbox item to ``Pipeline.handle`` in per-target
+order. A firing alert is evaluated (pure, against a snapshot of the recent
+deploy history) and each decision goes to the incident service; a resolved
+alert updates the incident it belongs to. Decisions are also published for
+other systems when a publisher is configured.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Protocol
+
+import structlog
+
+from daemon.clock import Clock
+from daemon.incidents.service import IncidentService
+from daemon.ingest.dispatcher import InboxItem
+from daemon.ingest.history import DeployHistoryStore
+from daemon.logs import get_logger
+from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
+from daemon.model import Alert, AlertStatus, Decision
+from daemon.rules import RuleRegistry
+
+log = get_logger(__name__)
+
+# How far back deploy history is read for correlation; rules ask for windows within it.
+HISTORY_WINDOW = timedelta(hours=24)
+
+
+class DecisionSink(Protocol):
+    async def publish_decision(self, decision: Decision, alert: Alert, incident_id: str) -> None: ...
+
+
+class Pipeline:
+    """The dispatcher's handler: inbox item → rules → incidents."""
+
+    def __init__(
+        self,
+        rules: RuleRegistry,
+        history: DeployHistoryStore,
+        incidents: IncidentService,
+        clock: Clock,
+        publisher: DecisionSink | None = None,
+    ) -> None:
+        self._rules = rules
+        self._history = history
+        self._incidents = incidents
+        self._clock = clock
+        self._publisher = publisher
+
+    async def handle(self, item: InboxItem) -> None:
+        if item.alert is None:
+            return  # deploy events are recorded in the history when they are accepted
+        alert = item.alert
+        with structlog.contextvars.bound_contextvars(source=alert.source, alert=alert.name):
+            if alert.status is AlertStatus.RESOLVED:
+                await self._incidents.on_alert_resolved(alert)
+                return
+            history = await self._history.snapshot(
+                namespace=alert.labels.get("namespace"),
+                deployment=alert.labels.get("deployment"),
+                service=alert.labels.get("service"),
+                since=alert.starts_at - HISTORY_WINDOW,
+            )
+            with RULE_EVAL_SECONDS.time():
+                decisions = self._rules.current.evaluate(alert, history)
+            if not decisions:
+                log.debug("no rule matched")
+            for decision in decisions:
+                DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()
+                view = await self._incidents.on_decision(decision, alert)
+                log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
+                if self._publisher is not None:
+                    await self._publisher.publish_decision(decision, alert, view.id)
