@@ -47,12 +47,14 @@ $1
 </project>
 EOF
 }
+# Maven 3.8's jansi prints stray colour resets even with -q: strip them.
+mvnq() { mvn -B -q -Dstyle.color=never "$@" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'; }
 dep() { printf '    <dependency><groupId>%s</groupId><artifactId>%s</artifactId><version>%s</version></dependency>\n' "$1" "$2" "$3"; }
 
 # Pass 1: which logging versions does the broker pull in?
 log "resolving org.apache.kafka:kafka_$KAFKA_SCALA:$KAFKA_VERSION"
 pom ""
-(cd "$work" && mvn -B -q -Dstyle.color=never dependency:list -DincludeScope=runtime -DoutputFile="$work/deps.txt")
+(cd "$work" && mvnq dependency:list -DincludeScope=runtime -DoutputFile="$work/deps.txt")
 depver() { # groupId artifactId -> version from deps.txt (empty when absent)
   sed -nE "s/^ *$1:$2:jar:([^:]+):.*/\1/p" "$work/deps.txt" | head -n1
 }
@@ -71,13 +73,14 @@ else
   pom "$(dep org.slf4j slf4j-reload4j "$slf4j")$(dep ch.qos.reload4j reload4j "${reload4j:-1.2.25}")"
 fi
 log "copying runtime jars"
-(cd "$work" && mvn -B -q -Dstyle.color=never dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/libs")
+(cd "$work" && mvnq dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/libs")
 
 if [ "$major" -ge 4 ]; then
-  # XML, not YAML: log4j2's YAML reader needs jackson-dataformat-yaml on the classpath.
+  # XML keeps the config free of extra readers. shutdownHook="disable": log4j's
+  # own hook would otherwise stop logging while the broker is still shutting down.
   cat > "$out/log4j2.xml" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
-<Configuration status="WARN">
+<Configuration status="WARN" shutdownHook="disable">
   <Appenders>
     <Console name="stdout" target="SYSTEM_OUT">
       <PatternLayout pattern="[%d] %p %m (%c)%n"/>

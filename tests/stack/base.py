@@ -98,14 +98,27 @@ class Proc:
         raise StackError(f"{self.name}: no {what} after {timeout:.0f}s:\n{log_tail(self.log)}")
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group, reap the leader, SIGKILL the group if it lingers."""
         if self.popen is None or self.popen.poll() is not None:
             return
-        stop_group(self.popen.pid, timeout)
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        # Children of the leader may outlive it; the group goes in any case.
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.popen.wait(timeout=timeout)
 
 
 def stop_group(pid: int, timeout: float = 10.0) -> None:
-    """SIGTERM the process group led by ``pid``, SIGKILL it if it lingers."""
+    """SIGTERM the process group led by ``pid`` (not our child), SIGKILL it if it lingers."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:

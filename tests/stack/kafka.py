@@ -1,0 +1,284 @@
+"""Apache Kafka as a single KRaft node (broker and controller in one JVM) on loopback.
+
+The jars come from ``scripts/stack/fetch-kafka.sh`` (Maven Central, cached in
+``$ROLLBACKD_CACHE/kafka-$KAFKA_VERSION``). ``Kafka.start`` formats the storage
+once, starts ``kafka.Kafka`` as a plain java process on two free loopback ports
+and waits until the log says ``Kafka Server started`` *and* the broker answers a
+Metadata request on its bootstrap port. ``restart`` brings the same node back
+on the same ports and data directory, for fault tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import uuid
+from pathlib import Path
+
+from .base import CACHE, REPO, Proc, StackError, free_port, log_tail, versions
+
+START_TIMEOUT = float(os.environ.get("ROLLBACKD_KAFKA_START_TIMEOUT", "120"))
+READY_LINE = "Kafka Server started"
+
+_API_METADATA = 3
+_API_VERSIONS = 18
+
+
+def _cluster_id() -> str:
+    """A random cluster id as Kafka writes it: 16 bytes, URL-safe base64 without padding."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _kstr(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack(">h", len(raw)) + raw
+
+
+class _Reader:
+    """Reads the big-endian primitives of the (non-flexible) Kafka wire protocol."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: str) -> int:
+        size = struct.calcsize(fmt)
+        (value,) = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += size
+        return int(value)
+
+    def string(self) -> str | None:
+        n = self.take(">h")
+        if n < 0:
+            return None
+        raw = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return raw.decode()
+
+
+def _call(sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes) -> _Reader:
+    """One request (header v1) and its response (header v0); returns a reader past the header."""
+    frame = struct.pack(">hhi", api_key, version, correlation) + _kstr("rollbackd-stack") + body
+    sock.sendall(struct.pack(">i", len(frame)) + frame)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    reader = _Reader(_recv_exact(sock, size))
+    if reader.take(">i") != correlation:
+        raise StackError("kafka: response with the wrong correlation id")
+    return reader
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("kafka closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def metadata_brokers(host: str, port: int, timeout: float = 3.0) -> list[tuple[int, str, int]]:
+    """The brokers ``(node_id, host, port)`` a Metadata request to ``host:port`` returns.
+
+    Speaks just enough of the protocol: ApiVersions v0 to learn the Metadata
+    versions, then a non-flexible Metadata request (v4..v8) for no topics.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        r = _call(sock, _API_VERSIONS, 0, 1, b"")
+        if (err := r.take(">h")) != 0:
+            raise StackError(f"kafka: ApiVersions error {err}")
+        ranges: dict[int, tuple[int, int]] = {}
+        for _ in range(r.take(">i")):
+            key, low, high = r.take(">h"), r.take(">h"), r.take(">h")
+            ranges[key] = (low, high)
+        low, high = ranges.get(_API_METADATA, (99, -1))
+        version = max(low, 4)
+        if version > min(high, 8):
+            raise StackError(f"kafka: no usable Metadata version in {low}..{high}")
+        # topics: null array (-1) = all topics would be fetched; 0 = none.
+        body = struct.pack(">ib", 0, 0)  # topics=[], allow_auto_topic_creation=false
+        if version >= 8:
+            body += struct.pack(">bb", 0, 0)  # include cluster/topic authorized operations
+        r = _call(sock, _API_METADATA, version, 2, body)
+        r.take(">i")  # throttle_time_ms
+        brokers: list[tuple[int, str, int]] = []
+        for _ in range(r.take(">i")):
+            node = r.take(">i")
+            bhost = r.string() or ""
+            bport = r.take(">i")
+            r.string()  # rack
+            brokers.append((node, bhost, bport))
+        return brokers
+
+
+class Kafka:
+    """One KRaft node (``process.roles=broker,controller``) under ``workdir``."""
+
+    name = "kafka"
+
+    def __init__(self, workdir: Path, start_timeout: float = START_TIMEOUT) -> None:
+        pinned = versions()
+        self.version: str = pinned["KAFKA_VERSION"]
+        self.home: Path = CACHE / f"kafka-{self.version}"
+        self.workdir: Path = workdir
+        self.start_timeout = start_timeout
+        self.data_dir: Path = workdir / "data"
+        self.config: Path = workdir / "server.properties"
+        self.log: Path = workdir / "kafka.log"
+        self.port: int = 0
+        self.controller_port: int = 0
+        self.proc: Proc | None = None
+        self.starts = 0
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for clients; empty before the first ``start``."""
+        return f"127.0.0.1:{self.port}" if self.port else ""
+
+    def endpoints(self) -> dict[str, str]:
+        return {"bootstrap": self.bootstrap}
+
+    def _java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+        if not java or not Path(java).exists():
+            raise StackError("kafka: no java on PATH (install a JDK 17+, see scripts/stack/install.sh)")
+        return java
+
+    def _classpath(self) -> str:
+        libs = self.home / "libs"
+        if not (self.home / ".complete").exists() or not libs.is_dir():
+            raise StackError(
+                f"kafka {self.version} is not installed in {self.home}: run scripts/stack/install.sh "
+                f"(or {REPO / 'scripts' / 'stack' / 'fetch-kafka.sh'})"
+            )
+        return f"{libs}/*"
+
+    def _log_flag(self) -> str:
+        if self.major >= 4:
+            return f"-Dlog4j2.configurationFile={self.home / 'log4j2.xml'}"
+        return f"-Dlog4j.configuration=file:{self.home / 'log4j.properties'}"
+
+    def _properties(self) -> str:
+        host = "127.0.0.1"
+        lines = [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.data_dir}",
+            "num.partitions=1",
+            "default.replication.factor=1",
+            "min.insync.replicas=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "delete.topic.enable=true",
+        ]
+        if self.major >= 4:
+            lines += [
+                f"controller.quorum.bootstrap.servers={host}:{self.controller_port}",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+            ]
+        else:
+            lines.append(f"controller.quorum.voters=1@{host}:{self.controller_port}")
+        return "\n".join(lines) + "\n"
+
+    def _format(self, java: str, classpath: str) -> None:
+        argv = [java, "-Xmx256m", self._log_flag(), "-cp", classpath, "kafka.tools.StorageTool", "format"]
+        argv += ["-t", _cluster_id(), "-c", str(self.config)]
+        if self.major >= 4:
+            argv.append("--standalone")
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=self.start_timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise StackError(f"kafka: storage format timed out after {self.start_timeout:.0f}s") from exc
+        if done.returncode != 0:
+            raise StackError(f"kafka: storage format failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+    def _ready(self, log_offset: int) -> bool:
+        with self.log.open("rb") as fh:
+            fh.seek(log_offset)
+            if READY_LINE.encode() not in fh.read():
+                return False
+        return any(port == self.port for _, _, port in metadata_brokers("127.0.0.1", self.port))
+
+    def start(self) -> dict[str, str]:
+        """Format (first time only), start the node and wait until it serves metadata."""
+        if self.proc is not None and self.proc.alive():
+            return self.endpoints()
+        java, classpath = self._java(), self._classpath()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port, self.controller_port = free_port(), free_port()
+            while self.controller_port == self.port:
+                self.controller_port = free_port()
+        self.config.write_text(self._properties())
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, classpath)
+        log_offset = self.log.stat().st_size if self.log.exists() else 0
+        argv = [
+            java,
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            self._log_flag(),
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(self.config),
+        ]
+        self.starts += 1
+        self.proc = Proc(self.name, argv, self.log, cwd=self.workdir).start()
+        try:
+            self.proc.wait_until(lambda: self._ready(log_offset), self.start_timeout, f"broker on {self.bootstrap}")
+        except BaseException:
+            self.proc.stop()
+            raise
+        return self.endpoints()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the JVM (SIGTERM: controlled shutdown, SIGKILL after ``timeout``). Data and ports are kept."""
+        proc = self.proc
+        if proc is None or proc.popen is None or proc.popen.poll() is not None:
+            return
+        # Reap the JVM ourselves: ``Proc.stop`` polls the process group with
+        # signal 0, which an unreaped (zombie) leader still answers, so it
+        # always waited the whole timeout before.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.popen.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            proc.stop(timeout=5.0)  # SIGTERM again, then SIGKILL
+
+    def restart(self) -> dict[str, str]:
+        """Stop and start the same node: same ports, same data directory, same cluster id."""
+        self.stop()
+        return self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return log_tail(self.log, lines)
