@@ -6,6 +6,7 @@ of its log, so a test session fails loudly instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -28,8 +29,8 @@ class StackError(RuntimeError):
 def versions() -> dict[str, str]:
     """The pinned versions from ``scripts/stack/versions.env``."""
     out: dict[str, str] = {}
-    for line in (REPO / "scripts" / "stack" / "versions.env").read_text().splitlines():
-        line = line.strip()
+    for raw in (REPO / "scripts" / "stack" / "versions.env").read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             out[key.strip()] = value.strip()
@@ -64,7 +65,7 @@ class Proc:
     def start(self) -> Proc:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(  # noqa: S603 - argv built by the stack itself
+            self.popen = subprocess.Popen(
                 list(self.argv),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -105,15 +106,11 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         # Children of the leader may outlive it; the group goes in any case.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(timeout=timeout)
 
 
