@@ -9,7 +9,7 @@ against the real PostgreSQL of the stack.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -64,14 +64,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, store_backend: s
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a test that leaves asyncio tasks running behind it."""
+async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running after its fixtures are torn down."""
+    before = set(asyncio.all_tasks())
     yield
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    current = asyncio.current_task(loop)
-    leaked = [t for t in asyncio.all_tasks(loop) if t is not current and not t.done()]
+    await asyncio.sleep(0)
+    me = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() if t not in before and t is not me and not t.done()]
+    for t in leaked:
+        t.cancel()
     if leaked:
-        pytest.fail(f"{request.node.nodeid} left {len(leaked)} task(s) running: {leaked[:3]}")
+        names = ", ".join(t.get_name() for t in leaked[:5])
+        pytest.fail(f"{request.node.nodeid} left {len(leaked)} asyncio task(s) running: {names}")
