@@ -11,8 +11,10 @@ rollback is left to the executor's intent log and reconciled at next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,6 @@ from daemon.notify.pagerduty import PagerDutyNotifier
 from daemon.notify.slack import SlackNotifier
 from daemon.pipeline import Pipeline
 from daemon.rules import RuleRegistry
-from daemon.rules.watch import watch_rules
 from daemon.sources.kafka import DeployConsumer
 from daemon.sources.poller import ThresholdPoller
 from daemon.sources.prometheus_query import PrometheusQuery
@@ -47,6 +48,14 @@ from daemon.tasks import Teardown, cancel_all, guarded
 log = get_logger(__name__)
 
 SHUTDOWN_BUDGET_S = 25.0  # below Kubernetes' default 30 s termination grace period
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: signals belong to ``run_daemon``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _is_loopback(host: str) -> bool:
@@ -66,7 +75,7 @@ class Daemon:
     components: dict[str, Any] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _teardown: Teardown = field(default_factory=Teardown)
-    _server: uvicorn.Server | None = None
+    _server: _Server | None = None
 
     @property
     def port(self) -> int:
@@ -149,8 +158,8 @@ class Daemon:
         self._spawn("outbox", outbox.run())
         self._teardown.push("outbox", outbox.stop)
         self._spawn("timers", incidents.run_timers())
-        if s.rules.watch:
-            self._spawn("rule-watch", watch_rules(rules, list(s.rules.paths), self.stop_event))
+        if s.rules.watch and any(p.exists() for p in s.rules.paths):
+            self._spawn("rule-watch", rules.watch(self.stop_event))
 
         if s.kafka.enabled:
             consumer = DeployConsumer(s.kafka, inbox, history, clock)
@@ -186,8 +195,7 @@ class Daemon:
             app, host=s.http.host, port=s.http.port, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=5,
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # signals belong to run_daemon
+        server = _Server(config)
         self._server = server
         self._spawn("http", server.serve())
         self._teardown.push("http", self._stop_http)

@@ -9,18 +9,18 @@ other systems when a publisher is configured.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from daemon.clock import Clock
 from daemon.incidents.service import IncidentService
-from daemon.ingest.dispatcher import InboxItem
+from daemon.ingest import InboxItem
 from daemon.ingest.history import DeployHistoryStore
 from daemon.logs import get_logger
 from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
-from daemon.model import Alert, AlertStatus, Decision
+from daemon.model import AlertStatus, Decision
 from daemon.rules import RuleRegistry
 
 log = get_logger(__name__)
@@ -30,7 +30,7 @@ HISTORY_WINDOW = timedelta(hours=24)
 
 
 class DecisionSink(Protocol):
-    async def publish_decision(self, decision: Decision, alert: Alert, incident_id: str) -> None: ...
+    async def publish_decision(self, incident_id: str, decision: Decision, at: datetime) -> None: ...
 
 
 class Pipeline:
@@ -73,4 +73,4 @@ class Pipeline:
                 view = await self._incidents.on_decision(decision, alert)
                 log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
                 if self._publisher is not None:
-                    await self._publisher.publish_decision(decision, alert, view.id)
+                    await self._publisher.publish_decision(view.id, decision, self._clock.now())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -45,9 +46,10 @@ class Teardown:
     """Named shutdown steps run last-registered-first within one overall time budget."""
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._steps: list[tuple[str, Callable[[], Awaitable[Any] | None]]] = []
 
-    def push(self, name: str, step: Callable[[], Awaitable[Any]]) -> None:
+    def push(self, name: str, step: Callable[[], Awaitable[Any] | None]) -> None:
+        """Register ``step`` (sync or async) to run at shutdown, before those registered earlier."""
         self._steps.append((name, step))
 
     async def run(self, timeout_s: float) -> None:
@@ -57,7 +59,9 @@ class Teardown:
             name, step = self._steps.pop()
             left = max(0.1, deadline - loop.time())
             try:
-                await asyncio.wait_for(step(), timeout=left)
+                result = step()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout=left)
                 log.debug("stopped", component=name)
             except TimeoutError:
                 log.error("shutdown step timed out", component=name, timeout_s=round(left, 1))

@@ -41,7 +41,7 @@ async def readyz(request: Request) -> JSONResponse:
     else:
         checks["leadership"] = "unknown"
     ready = all(v == "ok" for v in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
     if leader is not None:
         body["leader"] = leader.is_leader
     body["dry_run"] = bool(getattr(state, "dry_run", False))

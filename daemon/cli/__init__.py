@@ -16,7 +16,7 @@ import click
 
 from daemon import __version__
 from daemon.cli.common import config_option, echo_error
-from daemon.config import Settings, load_settings
+from daemon.config import SecretRef, Settings, load_settings
 from daemon.errors import ConfigError, RollbackdError
 
 EXIT_FAILED = 1
@@ -107,16 +107,14 @@ def _settings_or_exit(path: Path | None) -> Settings:
         sys.exit(EXIT_USAGE)
 
 
-def _secret_refs(settings: Settings) -> list[tuple[str, object]]:
-    from daemon.config import SecretRef  # noqa: PLC0415
-
-    found: list[tuple[str, object]] = []
+def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
+    found: list[tuple[str, SecretRef]] = []
 
     def walk(prefix: str, value: object) -> None:
         if isinstance(value, SecretRef):
             found.append((prefix, value))
         elif hasattr(value, "model_fields"):
-            for name in type(value).model_fields:  # type: ignore[attr-defined]
+            for name in type(value).model_fields:
                 walk(f"{prefix}.{name}" if prefix else name, getattr(value, name))
         elif isinstance(value, dict):
             for k, v in value.items():
