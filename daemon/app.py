@@ -76,6 +76,7 @@ class Daemon:
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _teardown: Teardown = field(default_factory=Teardown)
     _server: _Server | None = None
+    _http_task: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -197,7 +198,8 @@ class Daemon:
         )
         server = _Server(config)
         self._server = server
-        self._spawn("http", server.serve())
+        self._http_task = asyncio.create_task(server.serve(), name="http")
+        self._http_task.add_done_callback(self._http_exited)
         self._teardown.push("http", self._stop_http)
         while not server.started:
             if self.stop_event.is_set():
@@ -205,9 +207,22 @@ class Daemon:
             await asyncio.sleep(0.02)
         log.info("listening", url=f"http://{s.http.host}:{self.port}", dry_run=dry_run)
 
+    def _http_exited(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("HTTP server crashed", error=repr(task.exception()))
+        if not self.stop_event.is_set():
+            self.stop_event.set()
+
     async def _stop_http(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        """Stop accepting, let in-flight requests finish, close every connection."""
+        if self._server is None or self._http_task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._http_task), timeout=10)
+        except TimeoutError:
+            self._server.force_exit = True
+            await self._http_task
 
     async def stop(self) -> None:
         self.stop_event.set()

@@ -125,3 +125,15 @@ def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
 
     walk("", settings)
     return found
+
+
+def _register() -> None:
+    """Add the commands each area contributes (imported here, not at the top, to keep this list in one place)."""
+    from daemon.cli import incidents, rules  # noqa: PLC0415
+
+    main.add_command(rules.group)
+    for command in (incidents.incidents, incidents.ack, incidents.approve, incidents.reject, incidents.rollback):
+        main.add_command(command)
+
+
+_register()
