@@ -1,0 +1,179 @@
+"""HTTP API for incidents: list and read decision records, acknowledge, approve, reject, break-glass.
+
+The service is ``request.app.state.incidents`` (``incidents.IncidentService``).
+Approval codes arrive in request bodies only; no response, error or log line
+repeats them: a wrong code is 403 with the tries left, a locked-out approver
+423, too many failures across approvers 429.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.api.auth import Principal, require
+from daemon.errors import RollbackdError
+from daemon.incidents.errors import (
+    ApproverLockedError,
+    ConcurrentUpdateError,
+    IncidentNotFoundError,
+    InvalidTransitionError,
+    NotPermittedError,
+    RateLimitedError,
+    WrongCodeError,
+)
+from daemon.incidents.service import IncidentService
+from daemon.model import Target
+
+router = APIRouter(prefix="/api/v1", tags=["incidents"])
+
+_STATES = Literal[
+    "open", "awaiting_approval", "approved", "rolling_back", "verifying",
+    "resolved", "rejected", "expired", "failed", "escalated",
+]  # fmt: skip
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VerdictBody(_Body):
+    approver: str = Field(min_length=1, max_length=255)
+    code: str = Field(min_length=1, max_length=128, description="TOTP or personal approval code; never echoed.")
+    role: str | None = Field(None, max_length=255, description="The role this approval counts for.")
+    comment: str = Field("", max_length=2000)
+
+
+class AckBody(_Body):
+    actor: str | None = Field(None, max_length=255, description="Who acknowledges; default: the token's name.")
+
+
+class ApprovalCode(_Body):
+    approver: str = Field(min_length=1, max_length=255)
+    code: str = Field(min_length=1, max_length=128)
+
+
+class RollbackBody(_Body):
+    targets: list[str] = Field(min_length=1, max_length=50, description="NAMESPACE/DEPLOYMENT")
+    reason: str = Field(min_length=1, max_length=2000)
+    approvals: list[ApprovalCode] = Field(min_length=1, max_length=10)
+
+
+class IncidentList(_Body):
+    incidents: list[dict[str, Any]]
+
+
+def _service(request: Request) -> IncidentService:
+    service: IncidentService = request.app.state.incidents
+    return service
+
+
+def _error(exc: RollbackdError) -> JSONResponse:
+    """The error as HTTP; messages name approvers and incidents, never codes."""
+    if isinstance(exc, WrongCodeError):
+        return JSONResponse(
+            status_code=status.HTTP_403_FORBIDDEN,
+            content={"detail": str(exc), "reason": exc.reason, "remaining_tries": exc.remaining},
+        )
+    if isinstance(exc, ApproverLockedError):
+        return JSONResponse(
+            status_code=status.HTTP_423_LOCKED,
+            content={"detail": str(exc), "reason": exc.reason, "locked_until": exc.until.isoformat()},
+        )
+    if isinstance(exc, RateLimitedError):
+        return JSONResponse(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            content={"detail": str(exc), "reason": exc.reason},
+            headers={"Retry-After": str(int(exc.delay or 60))},
+        )
+    codes = {
+        IncidentNotFoundError: status.HTTP_404_NOT_FOUND,
+        NotPermittedError: status.HTTP_403_FORBIDDEN,
+        InvalidTransitionError: status.HTTP_409_CONFLICT,
+        ConcurrentUpdateError: status.HTTP_409_CONFLICT,
+    }
+    code = next((c for t, c in codes.items() if isinstance(exc, t)), status.HTTP_400_BAD_REQUEST)
+    return JSONResponse(status_code=code, content={"detail": str(exc), "reason": exc.reason})
+
+
+@router.get("/incidents", response_model=IncidentList)
+async def list_incidents(
+    request: Request,
+    _p: Annotated[Principal, Depends(require("read"))],
+    state: Annotated[_STATES | None, Query()] = None,
+    open_only: Annotated[bool, Query(alias="open")] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> IncidentList:
+    views = await _service(request).list(state=state, open_only=open_only, limit=limit)
+    return IncidentList(incidents=[v.to_json() for v in views])
+
+
+@router.get("/incidents/{incident_id}")
+async def get_incident(request: Request, incident_id: str, _p: Annotated[Principal, Depends(require("read"))]) -> Any:
+    try:
+        return (await _service(request).get(incident_id)).to_json()
+    except RollbackdError as exc:
+        return _error(exc)
+
+
+@router.post("/incidents/{incident_id}/ack")
+async def ack_incident(
+    request: Request,
+    incident_id: str,
+    principal: Annotated[Principal, Depends(require("ack"))],
+    body: AckBody | None = None,
+) -> Any:
+    actor = (body.actor if body and body.actor else None) or principal.name
+    try:
+        return (await _service(request).acknowledge(incident_id, actor, via="api")).to_json()
+    except RollbackdError as exc:
+        return _error(exc)
+
+
+@router.post("/incidents/{incident_id}/approve")
+async def approve_incident(
+    request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
+) -> Any:
+    try:
+        view = await _service(request).approve(
+            incident_id, body.approver, body.code, role=body.role, via="api", comment=body.comment
+        )
+    except RollbackdError as exc:
+        return _error(exc)
+    return view.to_json()
+
+
+@router.post("/incidents/{incident_id}/reject")
+async def reject_incident(
+    request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
+) -> Any:
+    try:
+        view = await _service(request).reject(
+            incident_id, body.approver, body.code, role=body.role, via="api", comment=body.comment
+        )
+    except RollbackdError as exc:
+        return _error(exc)
+    return view.to_json()
+
+
+@router.post("/rollbacks", status_code=status.HTTP_201_CREATED)
+async def break_glass_rollback(
+    request: Request, body: RollbackBody, _p: Annotated[Principal, Depends(require("approve"))]
+) -> Any:
+    """Break-glass manual rollback (seed 8.2): every approver's code, the manual quorum, then the rollback."""
+    targets = []
+    for text in body.targets:
+        target = Target.parse(text)
+        if not target.namespace or not target.name:
+            return JSONResponse(status_code=400, content={"detail": f"target {text!r}: expected NAMESPACE/DEPLOYMENT"})
+        targets.append(target)
+    try:
+        view = await _service(request).manual_rollback(
+            targets, body.reason, [(a.approver, a.code) for a in body.approvals], via="api"
+        )
+    except RollbackdError as exc:
+        return _error(exc)
+    return view.to_json()

@@ -1,0 +1,202 @@
+"""``rollbackd incidents | ack | approve | reject | rollback``: responders' commands over the daemon's HTTP API.
+
+Approval codes are prompted for with hidden input, never taken from argv (so
+they stay out of shell history and ``ps``), sent once in the request body and
+forgotten. The bearer token comes from ``--token-file`` or ``ROLLBACKD_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+
+from daemon.cli.common import DEFAULT_URL, echo_error
+from daemon.incidents.record import IncidentView, render_list, render_timeline
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class Api:
+    """A tiny client for the incidents endpoints; exits with a clear message on errors."""
+
+    def __init__(self, url: str, token: str | None, timeout: float = 30.0) -> None:
+        self._url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = timeout
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            with httpx.Client(base_url=self._url, headers=self._headers, timeout=self._timeout) as client:
+                response = client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            echo_error(f"cannot reach the daemon at {self._url}: {type(exc).__name__}")
+            sys.exit(EXIT_UNREACHABLE)
+        if response.status_code >= 400:
+            echo_error(_describe(response))
+            sys.exit(EXIT_FAILED)
+        return response.json()
+
+
+def _describe(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    detail = str(data.get("detail", data))
+    if "remaining_tries" in data:
+        detail += f" (tries left before lockout: {data['remaining_tries']})"
+    return f"HTTP {response.status_code}: {detail}"
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        try:
+            return token_file.read_text().strip()
+        except OSError as exc:
+            echo_error(f"cannot read token file {token_file}: {exc.strerror}")
+            sys.exit(EXIT_USAGE)
+    return os.environ.get("ROLLBACKD_TOKEN") or None
+
+
+def _api(ctx: click.Context) -> Api:
+    obj = ctx.find_object(dict) or {}
+    return Api(obj.get("url", DEFAULT_URL), _token(obj.get("token_file")))
+
+
+def _options(func: Any) -> Any:
+    """--url, --token-file and --output, accepted by every command here."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        obj = ctx.ensure_object(dict)
+        if value is not None or param.name not in obj:
+            obj[str(param.name)] = (
+                value if value is not None else {"url": DEFAULT_URL, "output": "text"}.get(str(param.name))
+            )
+        return value
+
+    func = click.option("--url", default=None, expose_value=False, callback=store, help=f"Daemon URL ({DEFAULT_URL}).")(
+        func
+    )
+    func = click.option(
+        "--token-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        expose_value=False,
+        callback=store,
+        help="File holding the bearer token (default: env ROLLBACKD_TOKEN).",
+    )(func)
+    return click.option(
+        "--output", type=click.Choice(["text", "json"]), default=None, expose_value=False, callback=store
+    )(func)
+
+
+def _show(ctx: click.Context, data: Any, text: Any) -> None:
+    if ctx.find_object(dict).get("output") == "json":  # type: ignore[union-attr]
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        Console().print(text)
+
+
+def _prompt_code(approver: str) -> str:
+    # hide_input: the code never echoes on screen and never passes through argv.
+    return str(click.prompt(f"approval code for {approver}", hide_input=True)).strip()
+
+
+@click.group()
+@_options
+def incidents() -> None:
+    """List incidents and show their decision records."""
+
+
+@incidents.command("list")
+@click.option("--state", default=None, help="Only incidents in this state.")
+@click.option("--open", "open_only", is_flag=True, help="Only open incidents.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@_options
+@click.pass_context
+def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int) -> None:
+    """List incidents, newest first."""
+    params = [f"limit={limit}"] + ([f"state={state}"] if state else []) + (["open=true"] if open_only else [])
+    data = _api(ctx).call("GET", "/api/v1/incidents?" + "&".join(params))
+    views = [IncidentView.from_json(d) for d in data["incidents"]]
+    _show(ctx, data, render_list(views))
+
+
+@incidents.command("show")
+@click.argument("incident_id")
+@_options
+@click.pass_context
+def show_cmd(ctx: click.Context, incident_id: str) -> None:
+    """Show one incident's decision record as a timeline."""
+    data = _api(ctx).call("GET", f"/api/v1/incidents/{incident_id}")
+    _show(ctx, data, render_timeline(IncidentView.from_json(data)))
+
+
+@click.command()
+@click.argument("incident_id")
+@_options
+@click.pass_context
+def ack(ctx: click.Context, incident_id: str) -> None:
+    """Acknowledge an incident: stops escalation; PagerDuty and Slack follow."""
+    data = _api(ctx).call("POST", f"/api/v1/incidents/{incident_id}/ack")
+    _show(ctx, data, f"incident {incident_id} acknowledged by {data.get('acknowledged_by')}")
+
+
+def _verdict(ctx: click.Context, verb: str, incident_id: str, *, approver: str, role: str | None, comment: str) -> None:
+    body = {"approver": approver, "code": _prompt_code(approver), "role": role, "comment": comment}
+    data = _api(ctx).call("POST", f"/api/v1/incidents/{incident_id}/{verb}", body)
+    view = IncidentView.from_json(data)
+    waiting = ", ".join(f"{n}x {r}" for r, n in view.missing_roles.items())
+    _show(ctx, data, f"incident {incident_id}: {view.state}" + (f" (waiting for {waiting})" if waiting else ""))
+
+
+@click.command()
+@click.argument("incident_id")
+@click.option("--approver", required=True, help="Your approver name, as configured.")
+@click.option("--role", default=None, help="The role this approval counts for.")
+@click.option("--comment", default="", help="Why (recorded in the decision record).")
+@_options
+@click.pass_context
+def approve(ctx: click.Context, incident_id: str, approver: str, role: str | None, comment: str) -> None:
+    """Approve a pending rollback; prompts for your approval code."""
+    _verdict(ctx, "approve", incident_id, approver=approver, role=role, comment=comment)
+
+
+@click.command()
+@click.argument("incident_id")
+@click.option("--approver", required=True, help="Your approver name, as configured.")
+@click.option("--role", default=None, help="The role you reject as.")
+@click.option("--comment", default="", help="Why (recorded in the decision record).")
+@_options
+@click.pass_context
+def reject(ctx: click.Context, incident_id: str, approver: str, role: str | None, comment: str) -> None:
+    """Reject a pending rollback: it will not run. Prompts for your approval code."""
+    _verdict(ctx, "reject", incident_id, approver=approver, role=role, comment=comment)
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why (recorded and notified).")
+@click.option("--approver", "approvers", multiple=True, required=True, help="Approver name; repeat for a quorum.")
+@_options
+@click.pass_context
+def rollback(ctx: click.Context, targets: tuple[str, ...], reason: str, approvers: tuple[str, ...]) -> None:
+    """Break-glass rollback of NAMESPACE/DEPLOYMENT [...]; prompts for each approver's code."""
+    for t in targets:
+        ns, sep, name = t.partition("/")
+        if not (sep and ns and name):
+            raise click.BadParameter(f"{t!r}: expected NAMESPACE/DEPLOYMENT", param_hint="TARGETS")
+    approvals = [{"approver": a, "code": _prompt_code(a)} for a in approvers]
+    data = _api(ctx).call(
+        "POST", "/api/v1/rollbacks", {"targets": list(targets), "reason": reason, "approvals": approvals}
+    )
+    _show(ctx, data, f"rollback incident {data['id']}: {data['state']}")

@@ -1,0 +1,72 @@
+"""Incidents on the real PostgreSQL: two replicas share one database and race on the same incident.
+
+Two approvals arrive at the same moment through two replicas; optimistic
+concurrency (the version column) makes one retry, both approvals count, the
+quorum is met once and the leader rolls back exactly once. A standby replica
+never acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from daemon.clock import FakeClock
+from daemon.incidents.service import IncidentService
+from daemon.store.db import Store
+from tests.stack.postgres import Postgres
+from tests.unit.incidents.conftest import MANUAL_QUORUM, FakeExecutor, Secrets, make_secrets
+from tests.unit.incidents.test_service import CTO_AND_DATA, alert, decision
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def approver_secrets(tmp_path: Path) -> Secrets:
+    return make_secrets(tmp_path)
+
+
+@pytest.fixture
+async def pg_store(postgres: Postgres) -> AsyncIterator[Store]:
+    store = Store(await postgres.new_database())
+    await store.upgrade()
+    yield store
+    await store.close()
+
+
+async def test_two_replicas_race_on_one_incident(pg_store: Store, approver_secrets: Secrets) -> None:
+    clock = FakeClock()
+    executor = FakeExecutor()
+
+    def replica(leader: bool) -> IncidentService:
+        return IncidentService(
+            pg_store,
+            clock,
+            approver_secrets.settings,
+            executor,
+            manual_rollback=lambda: MANUAL_QUORUM,
+            is_leader=lambda: leader,
+        )
+
+    leader, standby = replica(True), replica(False)
+    try:
+        view = await standby.on_decision(decision(CTO_AND_DATA), alert())
+        codes = {n: approver_secrets.totp[n].at(clock.now()) for n in ("ana", "dan")}
+        await asyncio.gather(
+            standby.approve(view.id, "ana", codes["ana"]),
+            standby.approve(view.id, "dan", codes["dan"]),
+        )
+        after = await leader.get(view.id)
+        assert after.state == "approved"  # the standby does not act
+        assert sorted(a.approver for a in after.approvals) == ["ana", "dan"]
+        assert executor.requests == []
+        assert await leader.resume() == [view.id]
+        await leader.idle()
+        assert (await leader.get(view.id)).state == "resolved"
+        assert len(executor.requests) == 1
+    finally:
+        await leader.close()
+        await standby.close()
