@@ -280,6 +280,29 @@ class IncidentService:
             event = ev.Rejected(at=self._clock.now(), actor=name, approver=name, role=chosen, via=via, comment=comment)
             return (await self._apply(incident_id, event, extra=self._verdict(event, "reject", comment))).view
 
+    async def reject_verified(
+        self, incident_id: str, approver: str, *, via: str, role: str | None = None, comment: str = ""
+    ) -> IncidentView:
+        """Reject on behalf of an approver whose identity the caller has already verified.
+
+        For callbacks that prove who pressed the button (a signed Slack interaction
+        mapped to a configured approver). Rejecting is the fail-safe direction — it
+        stops an action — so it needs no code there; approving always does.
+        """
+        with bound_contextvars(incident_id=incident_id):
+            async with self._store.transaction() as s:
+                inc, _ = await repo.load(s, incident_id)
+            if inc.state not in (State.OPEN, State.AWAITING_APPROVAL, State.ESCALATED):
+                raise InvalidTransitionError(f"incident {incident_id} is {inc.state.value}: nothing to reject")
+            who = self.approvers.by_name.get(approver)
+            if who is None:
+                raise NotPermittedError(f"{approver} is not a configured approver")
+            chosen = pick_role(who, inc.decision.approval, inc.missing_roles(), role)
+            event = ev.Rejected(
+                at=self._clock.now(), actor=who.name, approver=who.name, role=chosen, via=via, comment=comment
+            )
+            return (await self._apply(incident_id, event, extra=self._verdict(event, "reject", comment))).view
+
     def _verdict(self, event: ev.Approved | ev.Rejected, verdict: str, comment: str) -> Extra:
         async def write(s: AsyncSession, inc: Incident) -> bool:
             if transition(inc, event, self.policy).__class__ is Transition:

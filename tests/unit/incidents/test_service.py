@@ -361,3 +361,18 @@ async def test_notifications_never_carry_codes(
     rows = await outbox(service._store, view.id)
     assert rows
     assert not any(c1 in repr(r.payload) or c2 in repr(r.payload) for r in rows)
+
+
+async def test_identity_verified_reject_needs_no_code_but_a_known_approver(
+    service: IncidentService, executor: FakeExecutor
+) -> None:
+    """A signed Slack press by a mapped approver may reject (the fail-safe direction); strangers may not."""
+    view = await service.on_decision(decision(CTO_AND_DATA), alert())
+    assert view.state == "awaiting_approval"
+    with pytest.raises(NotPermittedError):
+        await service.reject_verified(view.id, "mallory", via="slack")
+    rejected = await service.reject_verified(view.id, "ana", via="slack")
+    await service.idle()
+    assert rejected.state == "rejected"
+    assert [(a.approver, a.verdict, a.via) for a in rejected.approvals] == [("ana", "reject", "slack")]
+    assert executor.requests == []
