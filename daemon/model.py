@@ -197,6 +197,7 @@ class Decision:
     reason: str = ""
     measured: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     deploy: DeployEvent | None = None
+    verify: VerifySpec | None = None  # how to tell the rollback worked (seed section 7)
 
     @property
     def group_key(self) -> str:
@@ -218,6 +219,7 @@ class Decision:
             "reason": self.reason,
             "measured": dict(self.measured),
             "deploy": _deploy_json(self.deploy),
+            "verify": self.verify.to_json() if self.verify else None,
         }
 
     @classmethod
@@ -237,6 +239,7 @@ class Decision:
             reason=data.get("reason", ""),
             measured=MappingProxyType(dict(data.get("measured", {}))),
             deploy=_deploy_from_json(dep) if dep else None,
+            verify=VerifySpec.from_json(data["verify"]) if data.get("verify") else None,
         )
 
 
@@ -333,6 +336,28 @@ class VerifySpec:
     comparator: Comparator = Comparator.LT
     threshold: float | None = None
     within_s: float = 120.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "health": [
+                {"url": h.url, "expect_status": h.expect_status, "expect_body": h.expect_body, "timeout_s": h.timeout_s}
+                for h in self.health
+            ],
+            "promql": self.promql,
+            "comparator": self.comparator.value,
+            "threshold": self.threshold,
+            "within_s": self.within_s,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VerifySpec:
+        return cls(
+            health=tuple(HealthCheck(**h) for h in data.get("health", ())),
+            promql=data.get("promql"),
+            comparator=Comparator(data.get("comparator", "<")),
+            threshold=data.get("threshold"),
+            within_s=float(data.get("within_s", 120.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -420,6 +420,7 @@ class IncidentService:
             reason=f"{decision.rule}: {decision.reason}" if decision.reason else decision.rule,
             automatic=decision.rule != MANUAL_RULE,
             to_revision=decision.to_revision,
+            verify=decision.verify,
         )
         try:
             outcome = await self._executor.execute(req)

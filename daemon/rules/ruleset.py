@@ -7,6 +7,7 @@ holding the previous one finishes its evaluation undisturbed.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 from daemon.model import (
@@ -66,8 +67,8 @@ class RuleSet:
     # --- evaluation -----------------------------------------------------------------------
 
     def evaluate(self, alert: Alert, history: DeployHistory) -> list[Decision]:
-        """Decisions for ``alert`` given the recent deployments; pure and thread-safe."""
-        return engine.evaluate(self._tables, alert, history)
+        """Decisions for ``alert`` given the recent deployments, each with its verification; pure."""
+        return [replace(d, verify=self.verify_for(d)) for d in engine.evaluate(self._tables, alert, history)]
 
     def verify_for(self, decision: Decision) -> VerifySpec | None:
         """How to verify a rollback made for ``decision``: the targets' health checks and a PromQL check."""
