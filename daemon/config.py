@@ -67,6 +67,9 @@ class HttpSettings(_Group):
     host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
     port: int = Field(9797, ge=0, le=65535, description="HTTP port (0 picks a free one).")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest request body accepted (413 above).")
+    public_url: str | None = Field(
+        None, description="Externally reachable base URL of this API; PagerDuty and Slack link incidents to it."
+    )
     tokens: list[ApiToken] = Field(default_factory=list, description="Bearer tokens with scopes.")
     webhook_hmac_secret: SecretRef | None = Field(
         None, description="Optional HMAC-SHA256 key; when set, webhooks must carry X-Rollbackd-Signature."
