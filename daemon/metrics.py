@@ -28,6 +28,12 @@ INPUT_REJECTED = Counter(
 )
 INBOX_PENDING = Gauge("rollbackd_inbox_pending", "Inbox entries not yet processed.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge("rollbackd_queue_depth", "Items waiting in per-key work queues.", registry=REGISTRY)
+INBOX_ERRORS = Counter(
+    "rollbackd_inbox_errors",
+    "Inbox items whose handler failed, by kind, reason and outcome (retried, failed).",
+    ["kind", "reason", "outcome"],
+    registry=REGISTRY,
+)
 TRUNCATED_ALERTS = Counter(
     "rollbackd_alertmanager_truncated_alerts",
     "Alerts Alertmanager dropped from webhooks (truncatedAlerts).",

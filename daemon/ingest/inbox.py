@@ -1,0 +1,253 @@
+"""The durable inbox: every accepted alert or deploy event is written here before the sender hears "ok".
+
+Second stage of the pipeline. The webhook receivers, the poller and the Kafka
+consumer call ``accept_*``; only after that transaction commits do they answer
+2xx or commit the Kafka offset, so a crash after the answer loses nothing. Rows
+are keyed on the event's dedupe key with ``INSERT … ON CONFLICT DO NOTHING``
+(SQLite and PostgreSQL), so redeliveries — Alertmanager HA sends duplicates on
+purpose — and concurrent deliveries of the same alert create one row. The
+``Dispatcher`` reads pending rows in id order and marks them processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from daemon.clock import Clock
+from daemon.errors import QueueFullError, TemporaryError
+from daemon.logs import get_logger
+from daemon.metrics import INBOX_PENDING
+from daemon.model import Alert, DeployEvent, DeployKind
+from daemon.store.db import Store
+from daemon.store.tables import InboxRow
+
+log = get_logger(__name__)
+
+ItemKind = Literal["alert", "deploy"]
+# Rows per INSERT statement: 6 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
+_INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One pending inbox row, decoded: exactly one of ``alert`` and ``deploy`` is set."""
+
+    id: int
+    kind: ItemKind
+    partition_key: str
+    received_at: datetime
+    alert: Alert | None = None
+    deploy: DeployEvent | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """How many of a batch were new, and how many the inbox already had (redeliveries)."""
+
+    accepted: int
+    duplicates: int
+
+
+def partition_key(labels: Mapping[str, str], fallback: str) -> str:
+    """``namespace/deployment`` when the labels name one, so one target's events stay in order."""
+    namespace, deployment = labels.get("namespace"), labels.get("deployment")
+    if namespace and deployment:
+        return f"{namespace}/{deployment}"
+    return fallback
+
+
+def deploy_to_json(event: DeployEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "kind": event.kind.value,
+        "service": event.service,
+        "namespace": event.namespace,
+        "deployment": event.deployment,
+        "at": event.at.isoformat(),
+        "revision": event.revision,
+        "image": event.image,
+        "version": event.version,
+        "commit": event.commit,
+        "author": event.author,
+        "migration": event.migration,
+    }
+
+
+def deploy_from_json(data: Mapping[str, Any]) -> DeployEvent:
+    return DeployEvent(
+        event_id=data["event_id"],
+        kind=DeployKind(data["kind"]),
+        service=data["service"],
+        namespace=data["namespace"],
+        deployment=data["deployment"],
+        at=datetime.fromisoformat(data["at"]),
+        revision=data.get("revision"),
+        image=data.get("image", ""),
+        version=data.get("version", ""),
+        commit=data.get("commit", ""),
+        author=data.get("author", ""),
+        migration=bool(data.get("migration", False)),
+    )
+
+
+@contextlib.contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """A database that cannot answer is a temporary condition for the caller (HTTP 503, Kafka retry)."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        raise TemporaryError(f"inbox {what} failed: {type(exc.orig).__name__}", reason="store") from exc
+
+
+def as_utc(when: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _decode(row: InboxRow) -> InboxItem:
+    received = as_utc(row.received_at)
+    if row.kind == "alert":
+        return InboxItem(row.id, "alert", row.partition_key, received, alert=Alert.from_json(row.payload))
+    if row.kind == "deploy":
+        return InboxItem(row.id, "deploy", row.partition_key, received, deploy=deploy_from_json(row.payload))
+    raise ValueError(f"unknown inbox kind {row.kind!r}")
+
+
+class Inbox:
+    """Durable, deduplicating, bounded inbox over ``InboxRow``."""
+
+    def __init__(self, store: Store, clock: Clock, *, max_pending: int = 10000) -> None:
+        self._store = store
+        self._clock = clock
+        self.max_pending = max_pending
+        self._listeners: list[Callable[[], None]] = []
+        # SQLite has one writer; a read-then-write transaction racing another writer fails with
+        # SQLITE_BUSY instead of waiting, so this process queues its own writers.
+        self._write_lock = asyncio.Lock() if store.is_sqlite else contextlib.nullcontext()
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every commit that added rows (the dispatcher's ``wake``)."""
+        self._listeners.append(callback)
+
+    def _insert(self, values: dict[str, Any]) -> Any:
+        # Both dialects spell it the same; the statement must come from the right one.
+        dialect = postgresql if not self._store.is_sqlite else sqlite
+        stmt = dialect.insert(InboxRow).values(**values)
+        return stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(InboxRow.id)
+
+    def _insert_many(self) -> Any:
+        """Core (not ORM) insert for executemany, skipping known dedupe keys, returning the new ids.
+
+        SQLAlchemy turns it into multi-row VALUES ("insertmanyvalues") with one cached compilation.
+        """
+        dialect = postgresql if not self._store.is_sqlite else sqlite
+        stmt = dialect.insert(InboxRow.__table__)
+        return stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(InboxRow.__table__.c.id)
+
+    async def _count_pending(self, session: AsyncSession) -> int:
+        stmt = select(func.count()).select_from(InboxRow).where(InboxRow.processed_at.is_(None))
+        return int((await session.execute(stmt)).scalar_one())
+
+    async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert ``rows`` in one transaction; the number actually inserted. Raises QueueFullError first."""
+        with _store_errors("write"):
+            async with self._write_lock, self._store.transaction() as session:
+                pending = await self._count_pending(session)
+                if pending >= self.max_pending:
+                    INBOX_PENDING.set(pending)
+                    raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
+                inserted = 0
+                # One multi-row INSERT per chunk: a statement per row cost ~2.5 ms each through
+                # aiosqlite's thread hop (profiled in bench/ingest.py), 30x Alertmanager's per-alert cost.
+                connection = await session.connection()
+                for start in range(0, len(rows), _INSERT_CHUNK):
+                    result = await connection.execute(self._insert_many(), list(rows[start : start + _INSERT_CHUNK]))
+                    inserted += len(result.all())
+        INBOX_PENDING.set(pending + inserted)
+        if inserted:
+            for callback in self._listeners:
+                callback()
+        return inserted
+
+    async def accept_alerts(self, alerts: Iterable[Alert]) -> AcceptResult:
+        """Write every new alert (by ``dedupe_key``) in one transaction; count the rest as duplicates."""
+        now = self._clock.now()
+        rows = [
+            {
+                "dedupe_key": a.dedupe_key,
+                "kind": "alert",
+                "source": a.source,
+                "partition_key": partition_key(a.labels, a.name),
+                "payload": a.to_json(),
+                "received_at": as_utc(now),
+            }
+            for a in alerts
+        ]
+        if not rows:
+            return AcceptResult(0, 0)
+        inserted = await self._write(rows)
+        return AcceptResult(inserted, len(rows) - inserted)
+
+    async def accept_deploy(self, event: DeployEvent) -> bool:
+        """Write a deploy event unless its ``event_id`` was seen; True when it is new."""
+        row = {
+            "dedupe_key": f"deploy:{event.event_id}",
+            "kind": "deploy",
+            "source": "kafka",
+            "partition_key": f"{event.namespace}/{event.deployment}",
+            "payload": deploy_to_json(event),
+            "received_at": as_utc(self._clock.now()),
+        }
+        return await self._write([row]) == 1
+
+    async def has_room(self) -> bool:
+        """Whether an accept would pass the ``max_pending`` bound right now (the Kafka consumer resumes on it)."""
+        with _store_errors("count"):
+            async with self._store.transaction() as session:
+                pending = await self._count_pending(session)
+        INBOX_PENDING.set(pending)
+        return pending < self.max_pending
+
+    async def pending(self, limit: int = 100, *, after_id: int = 0) -> list[InboxItem]:
+        """Unprocessed rows with ``id > after_id``, oldest first. Undecodable rows are closed with an error."""
+        with _store_errors("read"):
+            async with self._store.transaction() as session:
+                stmt = (
+                    select(InboxRow)
+                    .where(InboxRow.processed_at.is_(None), InboxRow.id > after_id)
+                    .order_by(InboxRow.id)
+                    .limit(limit)
+                )
+                rows = list((await session.execute(stmt)).scalars())
+        items: list[InboxItem] = []
+        for row in rows:
+            try:
+                items.append(_decode(row))
+            except (KeyError, ValueError, TypeError) as exc:
+                # A row we cannot read can never be handled; close it loudly instead of looping on it.
+                log.exception("inbox row undecodable", inbox_id=row.id, kind=row.kind, error=str(exc))
+                await self.mark_processed(row.id, error=f"undecodable: {exc}")
+        return items
+
+    async def mark_processed(self, item_id: int, error: str | None = None) -> None:
+        """Close a row: handled (``error`` None) or given up on with the reason recorded."""
+        with _store_errors("update"):
+            # The same in-process writer queue as accepts: concurrent SQLite writers otherwise meet in
+            # SQLite's busy handler, which sleeps, and starve the webhook (seen in bench/ingest.py).
+            async with self._write_lock, self._store.transaction() as session:
+                await session.execute(
+                    update(InboxRow)
+                    .where(InboxRow.id == item_id, InboxRow.processed_at.is_(None))
+                    .values(processed_at=self._clock.now(), error=error)
+                )
+                INBOX_PENDING.set(await self._count_pending(session))

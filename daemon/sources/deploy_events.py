@@ -1,0 +1,93 @@
+"""Deployment events (``daemon/schemas/deploy-event.v1.json``) parsed into ``daemon.model.DeployEvent``.
+
+The pure half of the Kafka source: ``sources.kafka`` hands each message value
+here. The format is ours, so it is strict (JSON Schema, no unknown fields); a
+message that fails gets an ``InputError`` whose message names the field and
+whose ``reason`` ends up in the dead-letter topic's headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from daemon.errors import InputError
+from daemon.model import DeployEvent, DeployKind
+from daemon.sources.common import utc
+
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@functools.cache
+def schema(name: str) -> dict[str, Any]:
+    """A JSON Schema shipped in ``daemon/schemas``."""
+    text = resources.files("daemon").joinpath("schemas", name).read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name))
+
+
+def _timestamp(raw: str, field: str) -> datetime:
+    # jsonschema checks "date-time" only with an optional package; check it here, always.
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(
+            f"deploy event: {field}: not an RFC 3339 time: {raw[:64]!r}", reason="schema_invalid"
+        ) from None
+    if when.tzinfo is None:
+        raise InputError(f"deploy event: {field}: time has no UTC offset", reason="schema_invalid")
+    return utc(when)
+
+
+def validate(name: str, document: Any, what: str) -> None:
+    """Raise ``InputError`` (reason ``schema_invalid``) naming the first failing field of ``document``."""
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        field = ".".join(str(p) for p in first.absolute_path) or "(document)"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InputError(f"{what}: {field}: {first.message[:300]}{more}", reason="schema_invalid")
+
+
+def parse_deploy_event(value: bytes | None) -> DeployEvent:
+    """Decode and validate one message value; ``InputError`` for anything malformed."""
+    if not value:
+        raise InputError("deploy event: (message): empty value", reason="malformed_json")
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise InputError(
+            f"deploy event: (message): {len(value)} bytes, at most {MAX_MESSAGE_BYTES}", reason="too_large"
+        )
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"deploy event: (message): not JSON: {exc}", reason="malformed_json") from None
+    validate("deploy-event.v1.json", document, "deploy event")
+    stamps = document["timestamps"]
+    for optional in ("started_at", "finished_at"):
+        if optional in stamps:
+            _timestamp(stamps[optional], f"timestamps.{optional}")
+    return DeployEvent(
+        event_id=document["event_id"],
+        kind=DeployKind(document["type"]),
+        service=document["service"],
+        namespace=document["namespace"],
+        deployment=document["deployment"],
+        at=_timestamp(stamps["occurred_at"], "timestamps.occurred_at"),
+        revision=document.get("revision"),
+        image=document.get("image", ""),
+        version=document.get("version", ""),
+        commit=document.get("commit", ""),
+        author=document.get("author", ""),
+        migration=bool(document.get("migration", False)),
+    )

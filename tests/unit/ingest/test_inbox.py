@@ -1,0 +1,99 @@
+"""The durable inbox: one row per alert episode, whatever the redeliveries; bounded; ordered per key."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from daemon.clock import FakeClock
+from daemon.errors import QueueFullError
+from daemon.ingest.inbox import Inbox, partition_key
+from daemon.metrics import INBOX_PENDING
+from daemon.model import AlertStatus
+from daemon.store.db import Store
+from daemon.store.tables import InboxRow
+
+from .helpers import alert, deploy
+
+
+async def rows(store: Store) -> int:
+    async with store.transaction() as s:
+        return int((await s.execute(select(func.count()).select_from(InboxRow))).scalar_one())
+
+
+async def test_redelivered_alerts_are_written_once(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    first = await inbox.accept_alerts([alert(), alert(deployment="api")])
+    again = await inbox.accept_alerts([alert(), alert(deployment="api"), alert(deployment="db")])
+    assert (first.accepted, first.duplicates) == (2, 0)
+    assert (again.accepted, again.duplicates) == (1, 2)
+    assert await rows(store) == 3
+
+
+async def test_duplicates_inside_one_batch_count_once(store: Store, clock: FakeClock) -> None:
+    result = await Inbox(store, clock).accept_alerts([alert(), alert()])
+    assert (result.accepted, result.duplicates) == (1, 1)
+
+
+async def test_resolution_and_a_new_episode_are_news(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    await inbox.accept_alerts([alert()])
+    result = await inbox.accept_alerts([alert(status=AlertStatus.RESOLVED), alert(starts_min=30)])
+    assert result.accepted == 2
+
+
+async def test_concurrent_deliveries_of_the_same_alerts_make_one_row_each(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    batch = [alert(deployment=f"d{i}") for i in range(5)]
+    results = await asyncio.gather(*(inbox.accept_alerts(batch) for _ in range(8)))
+    assert sum(r.accepted for r in results) == 5
+    assert sum(r.duplicates for r in results) == 35
+    assert await rows(store) == 5
+
+
+async def test_full_inbox_refuses_and_writes_nothing(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock, max_pending=2)
+    await inbox.accept_alerts([alert(deployment="a"), alert(deployment="b")])
+    with pytest.raises(QueueFullError):
+        await inbox.accept_alerts([alert(deployment="c")])
+    assert not await inbox.has_room()
+    assert INBOX_PENDING._value.get() == 2
+    (first, _) = await inbox.pending(10)
+    await inbox.mark_processed(first.id)
+    assert await inbox.has_room()
+    assert (await inbox.accept_alerts([alert(deployment="c")])).accepted == 1
+
+
+async def test_pending_in_id_order_and_processed_rows_leave(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    await inbox.accept_alerts([alert(deployment="a"), alert(deployment="b")])
+    assert await inbox.accept_deploy(deploy("e1"))
+    assert not await inbox.accept_deploy(deploy("e1"))  # Kafka redelivery
+    items = await inbox.pending(10)
+    assert [i.kind for i in items] == ["alert", "alert", "deploy"]
+    assert [i.id for i in items] == sorted(i.id for i in items)
+    assert items[0].alert is not None
+    assert items[0].alert.labels["deployment"] == "a"
+    assert items[2].deploy == deploy("e1")
+    assert items[0].received_at == clock.now()
+    await inbox.mark_processed(items[0].id)
+    await inbox.mark_processed(items[1].id, error="invalid_input: boom")
+    assert [i.id for i in await inbox.pending(10)] == [items[2].id]
+    assert [i.id for i in await inbox.pending(10, after_id=items[2].id)] == []
+
+
+async def test_listener_is_called_only_when_rows_were_added(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    calls: list[int] = []
+    inbox.add_listener(lambda: calls.append(1))
+    await inbox.accept_alerts([alert()])
+    await inbox.accept_alerts([alert()])
+    assert calls == [1]
+
+
+def test_partition_key_is_the_deployment_when_labels_name_one() -> None:
+    assert partition_key({"namespace": "shop", "deployment": "web"}, "X") == "shop/web"
+    assert partition_key({"deployment": "web"}, "X") == "X"
+    assert partition_key({}, "HighErrorRate") == "HighErrorRate"
