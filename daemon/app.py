@@ -16,9 +16,11 @@ import ipaddress
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import uvicorn
+from kubernetes_asyncio.client.api_client import ApiClient
 
 from daemon.actions.client import connect
 from daemon.actions.executor import RollbackExecutor
@@ -33,7 +35,8 @@ from daemon.ingest.dispatcher import Dispatcher
 from daemon.ingest.history import DeployHistoryStore
 from daemon.ingest.inbox import Inbox
 from daemon.logs import configure_logging, get_logger
-from daemon.notify.outbox import OutboxWorker
+from daemon.notify.no_data import notify_no_data
+from daemon.notify.outbox import Notifier, OutboxWorker
 from daemon.notify.pagerduty import PagerDutyNotifier
 from daemon.notify.slack import SlackNotifier
 from daemon.pipeline import Pipeline
@@ -66,119 +69,186 @@ def _is_loopback(host: str) -> bool:
 
 
 @dataclass
+class Components:
+    """What ``Daemon.start`` built; the API reaches the same objects through ``app.state``."""
+
+    store: Store
+    rules: RuleRegistry
+    executor: RollbackExecutor
+    incidents: IncidentService
+    inbox: Inbox
+    history: DeployHistoryStore
+    dispatcher: Dispatcher
+    outbox: OutboxWorker
+    leader: LeaderElector | None
+    query: PrometheusQuery | None
+    dry_run: bool
+    notify_channels: tuple[str, ...]
+
+    def api_state(self, settings: Settings, clock: Clock, auth: TokenAuth) -> dict[str, Any]:
+        return {
+            "settings": settings, "clock": clock, "auth": auth, "store": self.store, "rules": self.rules,
+            "incidents": self.incidents, "inbox": self.inbox, "outbox": self.outbox, "leader": self.leader,
+            "executor": self.executor, "dry_run": self.dry_run,
+        }  # fmt: skip
+
+
+@dataclass
 class Daemon:
     """Every component of one running rollbackd, reachable for tests and the API."""
 
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
-    components: dict[str, Any] = field(default_factory=dict)
+    _components: Components | None = None
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     _teardown: Teardown = field(default_factory=Teardown)
     _server: _Server | None = None
     _http_task: asyncio.Task[None] | None = None
 
     @property
+    def components(self) -> Components:
+        if self._components is None:
+            raise RuntimeError("daemon not started")
+        return self._components
+
+    @property
     def port(self) -> int:
         """The HTTP port actually bound (useful with ``http.port: 0``)."""
-        assert self._server is not None and self._server.servers, "daemon not started"  # noqa: S101
-        sock = self._server.servers[0].sockets[0]
-        return int(sock.getsockname()[1])
+        if self._server is None or not self._server.servers:
+            raise RuntimeError("daemon not started")
+        return int(self._server.servers[0].sockets[0].getsockname()[1])
 
     def _spawn(self, name: str, coro: Any) -> None:
         guarded(coro, name=name, stop=self.stop_event, tasks=self._tasks)
 
-    async def start(self) -> None:  # noqa: PLR0915 - the one place that wires everything, in order
-        s, clock = self.settings, self.clock
+    async def start(self) -> None:
+        """Build every component in dependency order, start the workers, then open the HTTP port."""
         self._teardown.push("background tasks", lambda: cancel_all(self._tasks))
+        store = await self._open_store()
+        rules = RuleRegistry(list(self.settings.rules.paths), self.clock)
+        rules.load()
+        log.info("rules loaded", rules=rules.current.rule_count, paths=[str(p) for p in self.settings.rules.paths])
+        api_client, dry_run = await self._connect_kubernetes()
+        leader = self._start_leader_election(api_client)
+        self._components = c = await self._build(store, rules, api_client, leader, dry_run)
+        await c.incidents.resume()
+        self._start_workers(c)
+        await self._start_sources(c)
+        await self._start_http(c)
 
-        password = s.store.password.read() if s.store.password else None
-        store = Store(s.store.url, password=password)
+    async def _open_store(self) -> Store:
+        s = self.settings.store
+        store = Store(s.url, password=s.password.read() if s.password else None)
         self._teardown.push("store", store.close)
-        if s.store.auto_upgrade:
+        if s.auto_upgrade:
             await store.upgrade()
         log.info("store ready", url=store.safe_url)
+        return store
 
-        rules = RuleRegistry(list(s.rules.paths), clock)
-        rules.load()
-        log.info("rules loaded", rules=rules.current.rule_count, paths=[str(p) for p in s.rules.paths])
-
-        api_client = await connect(s.kubernetes)
+    async def _connect_kubernetes(self) -> tuple[ApiClient | None, bool]:
+        k = self.settings.kubernetes
+        api_client = await connect(k)
         if api_client is not None:
             self._teardown.push("kubernetes client", api_client.close)
-        dry_run = s.kubernetes.dry_run if s.kubernetes.dry_run is not None else api_client is None
+        dry_run = k.dry_run if k.dry_run is not None else api_client is None
         if api_client is None:
             log.warning(
-                "NO KUBERNETES CLUSTER REACHABLE: every rollback is a DRY RUN until rollbackd restarts with one",
+                "NO KUBERNETES CLUSTER REACHABLE: every rollback is a DRY RUN until rollbackd restarts with one"
             )
         elif dry_run:
             log.warning("DRY-RUN MODE: rollbacks are validated by the API server but change nothing")
+        return api_client, dry_run
 
-        leader: LeaderElector | None = None
-        if s.kubernetes.leader_election.enabled and api_client is not None:
-            leader = LeaderElector(api_client, s.kubernetes.leader_election, s.instance)
-            self._spawn("leader-election", leader.run())
-            self._teardown.push("leader election", leader.stop)
+    def _start_leader_election(self, api_client: ApiClient | None) -> LeaderElector | None:
+        settings = self.settings.kubernetes.leader_election
+        if not settings.enabled or api_client is None:
+            return None
+        leader = LeaderElector(api_client, settings, self.settings.instance)
+        self._spawn("leader-election", leader.run())
+        self._teardown.push("leader election", leader.stop)
+        return leader
 
+    def _notifiers(self) -> list[Notifier]:
+        s = self.settings
+        notifiers: list[Notifier] = []
+        if s.slack.enabled:
+            notifiers.append(SlackNotifier.from_settings(s.slack, public_url=s.http.public_url))
+        if s.pagerduty.enabled:
+            pagerduty = PagerDutyNotifier.from_settings(s.pagerduty, public_url=s.http.public_url, clock=self.clock)
+            self._teardown.push("pagerduty client", pagerduty.close)
+            notifiers.append(pagerduty)
+        return notifiers
+
+    async def _build(
+        self, store: Store, rules: RuleRegistry, api_client: ApiClient | None, leader: LeaderElector | None,
+        dry_run: bool,
+    ) -> Components:  # fmt: skip
+        s, clock = self.settings, self.clock
         query = PrometheusQuery(s.prometheus.url, s.prometheus.query_timeout_s) if s.prometheus.url else None
         executor = RollbackExecutor(api_client, store, clock, s.kubernetes, metric_query=query, dry_run=dry_run)
+        notifiers = self._notifiers()
+        outbox = OutboxWorker(store, clock, notifiers)
         incidents = IncidentService(
-            store,
-            clock,
-            list(s.approvers),
-            executor,
+            store, clock, list(s.approvers), executor,
             manual_rollback=lambda: rules.current.manual_rollback,
             is_leader=(lambda: leader.is_leader) if leader is not None else (lambda: True),
-        )
+            notify_channels=tuple(n.channel for n in notifiers),
+            on_notify=outbox.wake,
+        )  # fmt: skip
 
+        async def finish_rollbacks() -> None:
+            # An in-flight rollback gets most of the budget to finish; what is cut off stays in
+            # the intent log as applied-but-unverified and is reconciled at the next start.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(incidents.idle(), timeout=SHUTDOWN_BUDGET_S * 0.6)
+            await incidents.close()
+
+        self._teardown.push("incidents", finish_rollbacks)
         inbox = Inbox(store, clock)
         history = DeployHistoryStore(store)
         publisher: DecisionPublisher | None = None
         if s.kafka.enabled and s.kafka.decisions_topic:
-            publisher = DecisionPublisher(s.kafka)
+            publisher = DecisionPublisher(s.kafka, instance=s.instance)
             await publisher.start()
             self._teardown.push("decision publisher", publisher.stop)
-        pipeline = Pipeline(rules, history, incidents, clock, publisher)
-        dispatcher = Dispatcher(inbox, pipeline, clock)
+        dispatcher = Dispatcher(inbox, Pipeline(rules, history, incidents, clock, publisher), clock)
+        return Components(
+            store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, dry_run,
+            tuple(n.channel for n in notifiers),
+        )  # fmt: skip
 
-        notifiers: list[Any] = []
-        if s.slack.enabled:
-            notifiers.append(SlackNotifier.from_settings(s.slack))
-        if s.pagerduty.enabled:
-            notifiers.append(PagerDutyNotifier.from_settings(s.pagerduty))
-        outbox = OutboxWorker(store, clock, notifiers)
+    def _start_workers(self, c: Components) -> None:
+        if c.leader is None:
+            self._spawn("dispatcher", c.dispatcher.run())
+        else:
+            self._spawn("dispatcher", _dispatch_while_leading(c.dispatcher, c.leader))
+        self._teardown.push("dispatcher", c.dispatcher.stop)
+        self._spawn("outbox", c.outbox.run())
+        self._teardown.push("outbox", c.outbox.stop)
+        self._spawn("timers", c.incidents.run_timers())
+        if self.settings.rules.watch and any(p.exists() for p in self.settings.rules.paths):
+            self._spawn("rule-watch", c.rules.watch(self.stop_event))
 
-        self.components.update(
-            store=store, rules=rules, executor=executor, incidents=incidents, inbox=inbox, history=history,
-            dispatcher=dispatcher, outbox=outbox, leader=leader, query=query, dry_run=dry_run,
-        )
-
-        await incidents.resume()
-        self._spawn("dispatcher", dispatcher.run())
-        self._teardown.push("dispatcher", dispatcher.stop)
-        self._spawn("outbox", outbox.run())
-        self._teardown.push("outbox", outbox.stop)
-        self._spawn("timers", incidents.run_timers())
-        if s.rules.watch and any(p.exists() for p in s.rules.paths):
-            self._spawn("rule-watch", rules.watch(self.stop_event))
-
+    async def _start_sources(self, c: Components) -> None:
+        s = self.settings
         if s.kafka.enabled:
-            consumer = DeployConsumer(s.kafka, inbox, history, clock)
+            consumer = DeployConsumer(s.kafka, c.inbox, c.history, self.clock)
             await consumer.start()
             self._teardown.push("kafka consumer", consumer.stop)
-            self.components["consumer"] = consumer
-        if query is not None:
+        if c.query is not None:
             poller = ThresholdPoller(
-                query, lambda: rules.current.threshold_specs, inbox, clock, interval_s=s.prometheus.poll_interval_s
-            )
+                c.query, lambda: c.rules.current.threshold_specs, c.inbox, self.clock,
+                interval_s=s.prometheus.poll_interval_s,
+                no_data_notify_after_s=s.prometheus.no_data_notify_after_s,
+                on_no_data=partial(
+                    notify_no_data, store=c.store, clock=self.clock, channels=c.notify_channels, wake=c.outbox.wake
+                ),
+            )  # fmt: skip
             self._spawn("poller", poller.run())
             self._teardown.push("poller", poller.stop)
 
-        await self._start_http(store, rules, incidents, inbox, outbox, leader, executor, dry_run)
-
-    async def _start_http(self, store: Store, rules: RuleRegistry, incidents: IncidentService, inbox: Inbox,
-                          outbox: OutboxWorker, leader: LeaderElector | None, executor: RollbackExecutor,
-                          dry_run: bool) -> None:
+    async def _start_http(self, c: Components) -> None:
         s = self.settings
         auth_required = s.http.auth_required
         if not s.http.tokens and auth_required:
@@ -186,26 +256,22 @@ class Daemon:
                 raise ConfigError("http.tokens is empty: refusing to serve the API beyond loopback without tokens")
             log.warning("no API tokens configured: the API on loopback accepts unauthenticated calls")
             auth_required = False
-        state = {
-            "settings": s, "store": store, "clock": self.clock, "rules": rules, "incidents": incidents,
-            "inbox": inbox, "outbox": outbox, "leader": leader, "executor": executor, "dry_run": dry_run,
-            "auth": TokenAuth(list(s.http.tokens), required=auth_required),
-        }
-        app = build_app(state, max_body_bytes=s.http.max_body_bytes)
+        auth = TokenAuth(list(s.http.tokens), required=auth_required)
+        app = build_app(c.api_state(s, self.clock, auth), max_body_bytes=s.http.max_body_bytes)
         config = uvicorn.Config(
             app, host=s.http.host, port=s.http.port, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=5,
-        )
+        )  # fmt: skip
         server = _Server(config)
         self._server = server
         self._http_task = asyncio.create_task(server.serve(), name="http")
         self._http_task.add_done_callback(self._http_exited)
         self._teardown.push("http", self._stop_http)
         while not server.started:
-            if self.stop_event.is_set():
+            if self._http_task.done():
                 raise ConfigError(f"HTTP server could not start on {s.http.host}:{s.http.port}")
             await asyncio.sleep(0.02)
-        log.info("listening", url=f"http://{s.http.host}:{self.port}", dry_run=dry_run)
+        log.info("listening", url=f"http://{s.http.host}:{self.port}", dry_run=c.dry_run)
 
     def _http_exited(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -236,6 +302,25 @@ class Daemon:
         await self.stop()
 
 
+async def _dispatch_while_leading(dispatcher: Dispatcher, leader: LeaderElector) -> None:
+    """Only the leader reads the inbox: two dispatchers on one database would handle the same rows.
+
+    Standbys keep accepting webhooks into the shared inbox; the leader processes them.
+    """
+    while True:
+        await leader.elected.wait()
+        log.info("leading: processing the inbox")
+        run = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        while leader.is_leader and not run.done():
+            await asyncio.wait({run}, timeout=0.5)
+        if run.done():
+            run.result()  # a crash propagates to the guarded task
+            return
+        log.warning("leadership lost: no longer processing the inbox")
+        await dispatcher.stop()
+        await run
+
+
 async def run_daemon(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the rules."""
     configure_logging(settings.logging.level, settings.logging.format)
@@ -255,7 +340,7 @@ async def run_daemon(settings: Settings) -> None:
             reload_wait.cancel()
             if reload_requested.is_set():
                 reload_requested.clear()
-                result = daemon.components["rules"].reload()
+                result = await asyncio.to_thread(daemon.components.rules.reload)
                 log.info("SIGHUP reload", ok=result.ok, errors=result.errors)
     finally:
         log.info("shutting down")

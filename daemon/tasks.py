@@ -64,9 +64,9 @@ class Teardown:
                     await asyncio.wait_for(result, timeout=left)
                 log.debug("stopped", component=name)
             except TimeoutError:
-                log.error("shutdown step timed out", component=name, timeout_s=round(left, 1))
-            except Exception as exc:  # noqa: BLE001 - one failing step must not skip the others
-                log.error("shutdown step failed", component=name, error=repr(exc))
+                log.warning("shutdown step timed out", component=name, timeout_s=round(left, 1))
+            except Exception as exc:
+                log.exception("shutdown step failed", component=name, error=repr(exc))
 
 
 async def cancel_all(tasks: set[asyncio.Task[Any]]) -> None:

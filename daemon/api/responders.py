@@ -26,7 +26,9 @@ class IncidentResponder(Protocol):
 
     async def approve(self, incident_id: str, approver: str, code: str, *, via: str) -> object: ...
 
-    async def reject(self, incident_id: str, approver: str, *, via: str) -> object: ...
+    async def reject_verified(self, incident_id: str, approver: str, *, via: str) -> object:
+        """Reject for an approver whose identity the signed callback proved (no code: fail-safe)."""
+        ...
 
 
 def approver_by_slack_user(approvers: Sequence[ApproverSettings], user_id: str) -> ApproverSettings | None:

@@ -149,7 +149,7 @@ async def _act(responder: IncidentResponder, settings: Settings, verb: str, inci
         if verb == "ack":
             await responder.acknowledge(incident_id, who.approver, via="slack")
         else:
-            await responder.reject(incident_id, who.approver, via="slack")
+            await responder.reject_verified(incident_id, who.approver, via="slack")
         log.info("slack action applied", verb=verb, incident_id=incident_id, approver=who.approver)
     except RollbackdError as exc:
         log.warning("slack action refused", verb=verb, incident_id=incident_id, reason=exc.reason)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import click
+from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.cli.common import config_option, echo_error
@@ -113,7 +114,7 @@ def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
     def walk(prefix: str, value: object) -> None:
         if isinstance(value, SecretRef):
             found.append((prefix, value))
-        elif hasattr(value, "model_fields"):
+        elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(f"{prefix}.{name}" if prefix else name, getattr(value, name))
         elif isinstance(value, dict):
@@ -129,9 +130,11 @@ def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
 
 def _register() -> None:
     """Add the commands each area contributes (imported here, not at the top, to keep this list in one place)."""
-    from daemon.cli import incidents, rules  # noqa: PLC0415
+    from daemon.cli import incidents, replay, rules, status  # noqa: PLC0415
 
     main.add_command(rules.group)
+    main.add_command(status.status)
+    main.add_command(replay.replay)
     for command in (incidents.incidents, incidents.ack, incidents.approve, incidents.reject, incidents.rollback):
         main.add_command(command)
 

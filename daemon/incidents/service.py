@@ -93,8 +93,13 @@ class IncidentService:
         manual_rollback: Callable[[], ApprovalRequirement],
         is_leader: Callable[[], bool] = lambda: True,
         policy: Policy | None = None,
+        notify_channels: tuple[str, ...] = ("slack", "pagerduty"),
+        on_notify: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        # Only channels that have a notifier get outbox rows; others would wait forever.
+        self._notify_channels = notify_channels
+        self._on_notify = on_notify
         self._clock = clock
         self._executor = executor
         self._manual_requirement = manual_rollback
@@ -153,13 +158,17 @@ class IncidentService:
                 note = NotificationEvent(
                     inc.id, effect.kind, inc.decision.severity, effect.summary, record, inc.decision.channels
                 )
-                await enqueue_notification(s, note, now)
+                await enqueue_notification(s, note, now, channels=self._notify_channels)
         if before is not inc.state:
             TRANSITIONS.labels(from_state=before.value, to_state=inc.state.value).inc()
             if inc.state is State.APPROVED:
                 APPROVAL_WAIT.observe((event.at - inc.opened_at).total_seconds())
 
     def _after(self, result: Transition | Ignored) -> None:
+        # Called after the commit, so a woken outbox worker finds the new rows.
+        notified = isinstance(result, Transition) and any(isinstance(e, ev.Notify) for e in result.effects)
+        if self._on_notify is not None and notified:
+            self._on_notify()
         if isinstance(result, Transition) and any(isinstance(e, ev.StartRollback) for e in result.effects):
             self._spawn(result.incident.id)
 

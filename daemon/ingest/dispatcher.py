@@ -78,6 +78,7 @@ class Dispatcher:
         if self._running:
             raise RuntimeError("dispatcher is already running")
         self._running = True
+        self._stopping = False  # a dispatcher may run again, e.g. when leadership comes back
         self._stopped.clear()
         try:
             while not self._stopping:

@@ -147,7 +147,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
     )
 
     async with Daemon(settings, clock=SystemClock()) as daemon:
-        assert daemon.components["dry_run"] is False
+        assert daemon.components.dry_run is False
         base = f"http://127.0.0.1:{daemon.port}"
         exporter.set("http_error_ratio", 0.0, labels={"namespace": namespace, "deployment": name})
         await asyncio.to_thread(

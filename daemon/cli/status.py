@@ -1,0 +1,137 @@
+"""``rollbackd status``: is the daemon up, what does it run, what is open — in one look.
+
+Reads ``/readyz`` (no token needed), ``/api/v1/rules`` and
+``/api/v1/incidents?open=true`` (scope ``read``) over the HTTP API and prints a
+summary, or the three answers as one JSON document with ``--output json``.
+Exit codes: 0 ready, 1 reachable but not ready (or the token was refused),
+3 the daemon could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from daemon.cli.common import DEFAULT_URL, echo_error
+
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One endpoint's answer: HTTP status and JSON body (or the error text)."""
+
+    status: int
+    body: Any
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+def _get(client: httpx.Client, path: str) -> Answer:
+    response = client.get(path)
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:200]
+    return Answer(response.status_code, body)
+
+
+def _token(token_file: Path | None) -> str | None:
+    if token_file is not None:
+        try:
+            return token_file.read_text().strip() or None
+        except OSError as exc:
+            echo_error(f"cannot read token file {token_file}: {exc.strerror}")
+            sys.exit(EXIT_USAGE)
+    return os.environ.get("ROLLBACKD_TOKEN") or None
+
+
+@click.command()
+@click.option(
+    "--url", default=lambda: os.environ.get("ROLLBACKD_URL", DEFAULT_URL), help="Daemon URL (env ROLLBACKD_URL)."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding a bearer token with scope read (default: env ROLLBACKD_TOKEN).",
+)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per request.")
+def status(url: str, token_file: Path | None, output: str, timeout: float) -> None:
+    """Summarise the daemon: readiness, leadership, dry-run, rules, open incidents."""
+    token = _token(token_file)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
+            ready = _get(client, "/readyz")
+            rules = _get(client, "/api/v1/rules")
+            incidents = _get(client, "/api/v1/incidents?open=true")
+    except httpx.HTTPError as exc:
+        echo_error(f"cannot reach the daemon at {url}: {type(exc).__name__}: {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+    if output == "json":
+        doc = {"url": url, "ready": ready.body, "rules": rules.body, "incidents": incidents.body}
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        _print(url, ready, rules, incidents)
+    if not (ready.ok and rules.ok and incidents.ok):
+        sys.exit(EXIT_NOT_READY)
+
+
+def _print(url: str, ready: Answer, rules: Answer, incidents: Answer) -> None:
+    body = ready.body if isinstance(ready.body, dict) else {}
+    state = click.style("ready", fg="green") if ready.ok else click.style("NOT READY", fg="red", bold=True)
+    click.echo(f"rollbackd at {url}: {state}")
+    for name, value in sorted(body.get("checks", {}).items()):
+        mark = "ok" if value == "ok" else click.style(str(value), fg="red")
+        click.echo(f"  {name:<11} {mark}")
+    if "leader" in body:
+        click.echo(f"  {'leader':<11} {'this replica' if body['leader'] else 'another replica (standby)'}")
+    if body.get("dry_run"):
+        click.secho("  DRY RUN: rollbacks change nothing (the daemon log says why)", fg="yellow", bold=True)
+    _print_rules(rules)
+    _print_incidents(incidents)
+
+
+def _refused(what: str, answer: Answer) -> None:
+    detail = answer.body.get("detail") if isinstance(answer.body, dict) else answer.body
+    hint = " (give --token-file or ROLLBACKD_TOKEN with scope read)" if answer.status in (401, 403) else ""
+    click.secho(f"{what}: HTTP {answer.status}: {detail}{hint}", fg="red")
+
+
+def _print_rules(rules: Answer) -> None:
+    if not rules.ok:
+        _refused("rules", rules)
+        return
+    r = rules.body
+    count = r.get("rule_count", 0)
+    line = f"rules: {count} loaded ({len(r.get('thresholds', []))} thresholds, {len(r.get('decisions', []))} decisions)"
+    click.echo(f"{line}, last reload {r.get('last_reload_at') or 'never'}")
+    if r.get("last_reload_ok") is False:
+        click.secho(f"  LAST RELOAD FAILED (previous rules in force): {r.get('last_error')}", fg="red")
+
+
+def _print_incidents(incidents: Answer) -> None:
+    if not incidents.ok:
+        _refused("incidents", incidents)
+        return
+    items = incidents.body.get("incidents", [])
+    click.echo(f"open incidents: {len(items)}")
+    for inc in items:
+        targets = ", ".join(inc.get("decision", {}).get("targets", [])) or "-"
+        ack = f" ack by {inc['acknowledged_by']}" if inc.get("acknowledged_by") else " NOT ACKNOWLEDGED"
+        missing = inc.get("missing_roles") or {}
+        needs = " needs " + ", ".join(f"{n}x {r}" for r, n in missing.items()) if missing else ""
+        click.echo(f"  {inc['id']}  {inc['severity']}  {inc['state']:<18} {inc['rule']}  {targets}{ack}{needs}")

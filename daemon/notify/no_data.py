@@ -1,0 +1,67 @@
+"""Tells responders when a threshold rule's query has returned no data for too long.
+
+The poller never treats missing data as healthy or as a breach, and never
+rolls back because of it; after ``prometheus.no_data_notify_after_s`` it calls
+``notify_no_data``, which queues a note for Slack under a stable per-rule id,
+so a rule that stays silent keeps updating one message instead of flooding the
+channel. PagerDuty is not paged for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+
+from daemon.clock import Clock
+from daemon.logs import get_logger
+from daemon.model import NotificationEvent, NotificationKind, ThresholdSpec
+from daemon.store.db import Store
+from daemon.store.outbox import enqueue_notification
+
+log = get_logger(__name__)
+
+
+def no_data_id(rule: str) -> str:
+    """A stable id (≤ 32 chars) for the no-data thread of one rule."""
+    return "nodata-" + hashlib.sha256(rule.encode()).hexdigest()[:16]
+
+
+async def notify_no_data(
+    spec: ThresholdSpec,
+    since: datetime,
+    *,
+    store: Store,
+    clock: Clock,
+    channels: tuple[str, ...],
+    wake: Callable[[], None],
+) -> None:
+    """Queue a Slack note saying ``spec``'s query has had no data since ``since``."""
+    log.error("threshold query has no data", rule=spec.name, since=since.isoformat(), expr=spec.expr)
+    if "slack" not in channels:
+        return
+    minutes = max(1, round((clock.now() - since).total_seconds() / 60))
+    summary = (
+        f"no data for {minutes} min from threshold rule {spec.name}: it cannot fire, and rollbackd will not act on it"
+    )
+    record = {
+        "id": no_data_id(spec.name),
+        "state": "open",
+        "open": True,
+        "rule": spec.name,
+        "severity": spec.severity.value,
+        "decision": {
+            "rule": spec.name,
+            "severity": spec.severity.value,
+            "action": "notify",
+            "targets": [],
+            "reason": f"query returned nothing since {since.isoformat()}: {spec.expr}",
+            "channels": list(spec.channels),
+        },
+    }
+    event = NotificationEvent(
+        no_data_id(spec.name), NotificationKind.NO_DATA, spec.severity, summary, record, spec.channels
+    )
+    async with store.transaction() as s:
+        await enqueue_notification(s, event, clock.now(), channels=("slack",))
+    wake()
