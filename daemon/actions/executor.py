@@ -1,0 +1,209 @@
+"""The actions stage's entry point: carry out a ``RollbackRequest`` safely, once, for a group of Deployments.
+
+Seed 8.2's emergency procedure, made safe: for every target, check (GitOps,
+kubectl's own refusals, the budget and the loop breaker), persist the intent,
+then pause all → undo all → resume all → wait for all → verify. A failure in
+one target is that target's outcome; the others proceed. An intent persisted
+before the patch makes the request idempotent: a re-executed request whose
+undo already happened answers ALREADY_DONE and only waits, and ``reconcile``
+settles intents a crash left open. With ``dry_run`` the API server validates
+the undo patch (server-side dry run) and nothing changes.
+"""
+
+from __future__ import annotations
+
+import structlog
+from kubernetes_asyncio.client.api_client import ApiClient
+
+from daemon.actions import group
+from daemon.actions.client import KubeApi
+from daemon.actions.group import ReconcileResult, Work
+from daemon.actions.intents import Intent, IntentStore
+from daemon.actions.safety import APPLIED_STATES, check_budget, check_gitops, check_loop
+from daemon.actions.undo import UndoError, apply_plan, current_replicaset, load, plan_undo
+from daemon.actions.verify import MetricQuery, verify
+from daemon.clock import Clock
+from daemon.config import KubernetesSettings
+from daemon.errors import RollbackdError
+from daemon.logs import get_logger
+from daemon.metrics import ROLLBACKS
+from daemon.model import RollbackOutcome, RollbackRequest, Target, TargetOutcome, TargetResult
+from daemon.store.db import Store
+
+log = get_logger(__name__)
+
+# Called after each step of each target ("planned", "paused", "patched", "resumed", "ready"),
+# e.g. to note progress on the incident; an exception raised here aborts the execution.
+ProgressListener = group.ProgressListener
+__all__ = ["ProgressListener", "ReconcileResult", "RollbackExecutor"]
+
+
+class RollbackExecutor:
+    """Executes rollback requests against the cluster (or validates them in dry-run)."""
+
+    def __init__(  # noqa: PLR0917 - the lead's wiring passes these positionally
+        self,
+        api: ApiClient | None,
+        store: Store,
+        clock: Clock,
+        settings: KubernetesSettings,
+        metric_query: MetricQuery | None = None,
+        dry_run: bool = False,
+        *,
+        progress: ProgressListener | None = None,
+    ) -> None:
+        self.kube = KubeApi(api, settings.request_timeout_s) if api is not None else None
+        self.intents = IntentStore(store)
+        self.clock = clock
+        self.settings = settings
+        self.metric_query = metric_query
+        self.dry_run = dry_run
+        self.progress = progress
+
+    async def execute(self, req: RollbackRequest) -> RollbackOutcome:
+        """Roll back every target of ``req``; one outcome per target, then verification."""
+        with structlog.contextvars.bound_contextvars(incident_id=req.incident_id):
+            dry = self.dry_run if req.dry_run is None else req.dry_run
+            if self.kube is None:
+                log.warning("rollback.no_cluster", targets=[str(t) for t in req.targets])
+                detail = "no Kubernetes cluster reachable: dry run, nothing validated or changed"
+                return self._finish([TargetOutcome(t, TargetResult.DRY_RUN, detail=detail) for t in req.targets])
+            run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress)
+            works = [await self._prepare(req, t, dry) for t in req.targets]
+            await run.execute(works)
+            outcomes = [w.outcome() for w in works]
+            verified, verify_detail = await self._verify(req, works)
+            return self._finish(outcomes, verified, verify_detail)
+
+    def _finish(
+        self, outcomes: list[TargetOutcome], verified: bool | None = None, verify_detail: str = ""
+    ) -> RollbackOutcome:
+        for o in outcomes:
+            ROLLBACKS.labels(outcome=o.result.value).inc()
+            log.info("rollback.outcome", target=str(o.target), result=o.result.value, detail=o.detail)
+        return RollbackOutcome(tuple(outcomes), verified, verify_detail)
+
+    async def _prepare(self, req: RollbackRequest, target: Target, dry: bool) -> Work:
+        """Every check before anything changes; the intent is persisted here for a real run."""
+        assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
+        work = Work(target=target, key=req.idempotency_key(target), dry_run=dry)
+        try:
+            await self._prepare_checked(req, work)
+        except UndoError as exc:
+            work.settle(TargetResult.REFUSED, str(exc))
+        except RollbackdError as exc:
+            work.settle(TargetResult.FAILED, str(exc))
+        return work
+
+    async def _prepare_checked(self, req: RollbackRequest, work: Work) -> None:
+        assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
+        existing = await self.intents.get(work.key)
+        if existing is not None and existing.dry_run:
+            existing = None
+        deployment, replicasets = await load(self.kube, work.target)
+        paused = bool((deployment.get("spec") or {}).get("paused"))
+        if existing is not None:
+            current = current_replicaset(deployment, replicasets)
+            live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
+            done = existing.state in APPLIED_STATES or (
+                bool(existing.detail.get("to_template_hash")) and live_hash == existing.detail["to_template_hash"]
+            )
+            # A pause of ours that a crash left behind must be undone, not refused as kubectl would.
+            work.paused_by_us = paused and bool(existing.detail.get("pause"))
+            if done:
+                work.already_done(existing)
+                if work.dry_run:
+                    work.settle(TargetResult.ALREADY_DONE, "a previous attempt of this intent had rolled back")
+                    return
+                if existing.state not in APPLIED_STATES:
+                    await self.intents.advance(work.key, "applied", self.clock.now(), patched=True)
+                return
+        refusal = check_gitops(deployment)
+        if refusal is not None:
+            work.settle(TargetResult.REFUSED, refusal.detail)
+            return
+        plan = plan_undo(deployment, replicasets, req.to_revision or 0, ignore_paused=work.paused_by_us)
+        work.plan = plan
+        if plan.skipped:
+            work.settle(TargetResult.ALREADY_DONE, plan.skipped)
+            return
+        if req.automatic:
+            past = [i.past() for i in await self.intents.for_target(work.target)]
+            refusal = check_budget(
+                past,
+                now=self.clock.now(),
+                window_s=self.settings.budget_window_s,
+                max_rollbacks=self.settings.budget_max_rollbacks,
+                exclude_id=work.key,
+            ) or check_loop(plan, past, exclude_id=work.key)
+            if refusal is not None:
+                work.settle(TargetResult.REFUSED, refusal.detail)
+                return
+        if work.dry_run:
+            await apply_plan(self.kube, plan, dry_run=True)
+            work.settle(
+                TargetResult.DRY_RUN,
+                f"dry run: the API server accepted the undo from revision {plan.from_revision} "
+                f"to revision {plan.to_revision}; nothing changed",
+            )
+            return
+        work.needs_pause = not paused
+        await self.intents.plan(self._intent(req, work), self.clock.now())
+        if self.progress is not None:
+            await self.progress(work.key, work.target, "planned")
+
+    def _intent(self, req: RollbackRequest, work: Work) -> Intent:
+        assert work.plan is not None  # noqa: S101 - only called with a plan
+        plan = work.plan
+        return Intent(
+            id=work.key,
+            incident_id=req.incident_id,
+            target=work.target,
+            state="planned",
+            automatic=req.automatic,
+            dry_run=False,
+            from_revision=plan.from_revision,
+            to_revision=plan.to_revision,
+            created_at=self.clock.now(),
+            detail={
+                "reason": req.reason,
+                "to_replicaset": plan.to_replicaset,
+                "to_template_hash": plan.to_template_hash,
+                "from_template_hash": plan.from_template_hash,
+                "pause": True,
+                "patched": False,
+            },
+        )
+
+    async def _verify(self, req: RollbackRequest, works: list[Work]) -> tuple[bool | None, str]:
+        if req.verify is None:
+            return None, ""
+        rolled = [w for w in works if w.result in (TargetResult.ROLLED_BACK, TargetResult.ALREADY_DONE)]
+        if not rolled or any(w.result in (TargetResult.FAILED, TargetResult.TIMED_OUT) for w in works):
+            return None, "not verified: the rollback did not complete"
+        result = await verify(req.verify, self.clock, self.metric_query)
+        state = "verified" if result.ok else "failed"
+        for w in rolled:
+            if not w.dry_run:
+                await self.intents.advance(w.key, state, self.clock.now(), verify=result.detail)
+        return result.ok, result.detail
+
+    async def reconcile(self) -> list[ReconcileResult]:
+        """After a restart: settle every planned/applied intent from the Deployment as it is now.
+
+        A planned intent whose undo reached the cluster becomes ``applied`` (never a second
+        undo), one whose undo did not becomes ``interrupted``; a Deployment we paused is
+        resumed. Re-executing the request then waits for the rollout (ALREADY_DONE).
+        """
+        if self.kube is None:
+            return []
+        results = []
+        for intent in await self.intents.open_intents():
+            try:
+                results.append(await group.reconcile_one(self.kube, self.intents, self.clock, intent))
+            except RollbackdError as exc:
+                log.warning("rollback.reconcile_failed", intent=intent.id, reason=exc.reason, error=str(exc))
+                results.append(
+                    ReconcileResult(intent.id, intent.incident_id, intent.target, intent.state, intent.state, str(exc))
+                )
+        return results

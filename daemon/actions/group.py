@@ -1,0 +1,196 @@
+"""The cluster-changing half of a group rollback: pause all → undo all → resume all → wait for all.
+
+``executor`` prepares one ``Work`` per target (checks done, intent
+persisted); ``GroupRun`` carries the prepared ones through the seed 8.2
+sequence, each step concurrently across targets, each failure confined to
+its target (a Deployment we paused is always resumed). ``reconcile_one``
+settles an intent a crash left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from daemon.actions.client import KubeApi
+from daemon.actions.intents import Intent, IntentStore
+from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, wait_for_rollout
+from daemon.actions.undo import UndoPlan, apply_plan, current_replicaset, load
+from daemon.clock import Clock
+from daemon.config import KubernetesSettings
+from daemon.errors import RollbackdError
+from daemon.logs import get_logger
+from daemon.metrics import ROLLBACK_SECONDS
+from daemon.model import Target, TargetOutcome, TargetResult
+
+log = get_logger(__name__)
+
+ProgressListener = Callable[[str, Target, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Work:
+    """One target's progress through one execution (mutable, never leaves the stage)."""
+
+    target: Target
+    key: str
+    dry_run: bool
+    plan: UndoPlan | None = None
+    result: TargetResult | None = None  # set once the target needs no further cluster step
+    detail: str = ""
+    from_revision: int | None = None
+    to_revision: int | None = None
+    needs_pause: bool = False
+    paused_by_us: bool = False  # we must resume it, whatever happens
+    done_before: bool = False  # a previous attempt of the same intent applied the undo
+    patched_at: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def settle(self, result: TargetResult, detail: str) -> None:
+        self.result, self.detail = result, detail
+
+    def already_done(self, intent: Intent) -> None:
+        self.done_before = True
+        self.from_revision, self.to_revision = intent.from_revision, intent.to_revision
+
+    @property
+    def active(self) -> bool:
+        """Still to be carried through the cluster steps."""
+        return self.result is None and (self.plan is not None or self.done_before)
+
+    def outcome(self) -> TargetOutcome:
+        plan = self.plan
+        return TargetOutcome(
+            target=self.target,
+            result=self.result or TargetResult.FAILED,
+            from_revision=plan.from_revision if plan else self.from_revision,
+            to_revision=plan.to_revision if plan else self.to_revision,
+            detail="; ".join([self.detail, *self.notes]) if self.notes else self.detail,
+        )
+
+
+class GroupRun:
+    """Runs the prepared works of one request through the cluster steps."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        intents: IntentStore,
+        clock: Clock,
+        settings: KubernetesSettings,
+        progress: ProgressListener | None,
+    ) -> None:
+        self.kube = kube
+        self.intents = intents
+        self.clock = clock
+        self.settings = settings
+        self.progress = progress
+
+    async def _step(self, work: Work, name: str) -> None:
+        if self.progress is not None:
+            await self.progress(work.key, work.target, name)
+
+    async def _fail(self, work: Work, exc: RollbackdError, during: str) -> None:
+        log.warning("rollback.step_failed", target=str(work.target), step=during, reason=exc.reason, error=str(exc))
+        work.settle(TargetResult.FAILED, f"{during} failed: {exc}")
+        if not work.done_before:
+            await self.intents.advance(work.key, "failed", self.clock.now(), error=f"{during}: {exc}")
+
+    async def execute(self, works: list[Work]) -> None:
+        real = [w for w in works if w.active and not w.dry_run]
+        await asyncio.gather(*(self._pause(w) for w in real if w.needs_pause))
+        await asyncio.gather(*(self._undo(w) for w in real if w.active and not w.done_before))
+        await asyncio.gather(*(self._resume(w) for w in real if w.paused_by_us))
+        await asyncio.gather(*(self._wait(w) for w in real if w.active))
+
+    async def _pause(self, work: Work) -> None:
+        try:
+            await self.kube.patch_deployment(
+                work.target.namespace, work.target.name, {"spec": {"paused": True}}, patch_type="merge"
+            )
+        except RollbackdError as exc:
+            await self._fail(work, exc, "pause")
+            return
+        work.paused_by_us = True
+        await self._step(work, "paused")
+
+    async def _undo(self, work: Work) -> None:
+        assert work.plan is not None  # noqa: S101 - active works without done_before have a plan
+        try:
+            await apply_plan(self.kube, work.plan)
+        except RollbackdError as exc:
+            await self._fail(work, exc, "undo")
+            return
+        work.patched_at = self.clock.now().timestamp()
+        await self._step(work, "patched")
+        await self.intents.advance(work.key, "applied", self.clock.now(), patched=True)
+
+    async def _resume(self, work: Work) -> None:
+        try:
+            await self.kube.patch_deployment(
+                work.target.namespace, work.target.name, {"spec": {"paused": False}}, patch_type="merge"
+            )
+        except RollbackdError as exc:
+            # The intent keeps pause=True, so reconcile resumes it later; the rollout waits till then.
+            if work.result is None:
+                await self._fail(work, exc, "resume")
+            else:
+                work.notes.append(f"resume failed, Deployment left paused: {exc}")
+            return
+        work.paused_by_us = False
+        await self._step(work, "resumed")
+
+    async def _wait(self, work: Work) -> None:
+        try:
+            state = await wait_for_rollout(self.kube, work.target, self.clock, self.settings.rollout_timeout_s)
+        except RolloutTimeoutError as exc:
+            work.settle(TargetResult.TIMED_OUT, str(exc))
+            await self.intents.advance(work.key, "failed", self.clock.now(), error=str(exc))
+            return
+        except (RolloutFailedError, RollbackdError) as exc:
+            await self._fail(work, exc, "rollout")
+            return
+        if work.patched_at is not None:
+            ROLLBACK_SECONDS.observe(max(0.0, self.clock.now().timestamp() - work.patched_at))
+        if work.done_before:
+            work.settle(TargetResult.ALREADY_DONE, f"a previous attempt had rolled back; {state.message}")
+        else:
+            work.settle(TargetResult.ROLLED_BACK, state.message)
+        await self.intents.advance(work.key, "ready", self.clock.now(), result_revision=state.revision)
+        await self._step(work, "ready")
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """What ``reconcile`` found and did for one open intent."""
+
+    intent_id: str
+    incident_id: str | None
+    target: Target
+    before: str
+    after: str
+    detail: str
+
+
+async def reconcile_one(kube: KubeApi, intents: IntentStore, clock: Clock, intent: Intent) -> ReconcileResult:
+    """Decide from the live Deployment whether the intent's undo happened; resume a pause of ours."""
+    deployment, replicasets = await load(kube, intent.target)
+    current = current_replicaset(deployment, replicasets)
+    live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
+    applied = intent.state == "applied" or (
+        bool(intent.detail.get("to_template_hash")) and live_hash == intent.detail["to_template_hash"]
+    )
+    after = "applied" if applied else "interrupted"
+    detail = (
+        "the undo had reached the cluster" if applied else "the undo had not reached the cluster; nothing was changed"
+    )
+    if after != intent.state:
+        await intents.advance(intent.id, after, clock.now(), patched=applied, reconciled=True)
+    if bool((deployment.get("spec") or {}).get("paused")) and intent.detail.get("pause"):
+        await kube.patch_deployment(
+            intent.target.namespace, intent.target.name, {"spec": {"paused": False}}, patch_type="merge"
+        )
+        detail += "; resumed the Deployment we had paused"
+    log.info("rollback.reconciled", intent=intent.id, before=intent.state, after=after, detail=detail)
+    return ReconcileResult(intent.id, intent.incident_id, intent.target, intent.state, after, detail)
