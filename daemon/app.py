@@ -132,7 +132,10 @@ class Daemon:
         api_client, dry_run = await self._connect_kubernetes()
         leader = self._start_leader_election(api_client)
         self._components = c = await self._build(store, rules, api_client, leader, dry_run)
-        await c.incidents.resume()
+        if leader is None:
+            await _recover(c)
+        else:
+            self._spawn("recover", _recover_when_leading(c, leader))
         self._start_workers(c)
         await self._start_sources(c)
         await self._start_http(c)
@@ -300,6 +303,23 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _recover(c: Components) -> None:
+    """After a restart: settle interrupted rollbacks from the cluster's state, then re-drive incidents.
+
+    The executor's intent log says which undo was planned or applied; ``reconcile`` reads each
+    Deployment and records what really happened, so re-driving an incident never undoes twice.
+    """
+    for result in await c.executor.reconcile():
+        log.warning("reconciled interrupted rollback", intent=result.intent_id, detail=result.detail)
+    await c.incidents.resume()
+
+
+async def _recover_when_leading(c: Components, leader: LeaderElector) -> None:
+    await leader.elected.wait()
+    await _recover(c)
+    await asyncio.Event().wait()  # stays alive so the guarded task does not count as an early exit
 
 
 async def _dispatch_while_leading(dispatcher: Dispatcher, leader: LeaderElector) -> None:
