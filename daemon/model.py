@@ -102,6 +102,23 @@ class DeployEvent:
     def target(self) -> Target:
         return Target(self.namespace, self.deployment)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id, "kind": self.kind.value, "service": self.service,
+            "namespace": self.namespace, "deployment": self.deployment, "at": self.at.isoformat(),
+            "revision": self.revision, "image": self.image, "version": self.version,
+            "commit": self.commit, "author": self.author, "migration": self.migration,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeployEvent:
+        return cls(
+            event_id=d["event_id"], kind=DeployKind(d["kind"]), service=d["service"],
+            namespace=d["namespace"], deployment=d["deployment"], at=datetime.fromisoformat(d["at"]),
+            revision=d.get("revision"), image=d.get("image", ""), version=d.get("version", ""),
+            commit=d.get("commit", ""), author=d.get("author", ""), migration=bool(d.get("migration")),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Target:
@@ -218,7 +235,7 @@ class Decision:
             "channels": list(self.channels),
             "reason": self.reason,
             "measured": dict(self.measured),
-            "deploy": _deploy_json(self.deploy),
+            "deploy": self.deploy.to_json() if self.deploy else None,
             "verify": self.verify.to_json() if self.verify else None,
         }
 
@@ -238,45 +255,9 @@ class Decision:
             channels=tuple(data.get("channels", ())),
             reason=data.get("reason", ""),
             measured=MappingProxyType(dict(data.get("measured", {}))),
-            deploy=_deploy_from_json(dep) if dep else None,
+            deploy=DeployEvent.from_json(dep) if dep else None,
             verify=VerifySpec.from_json(data["verify"]) if data.get("verify") else None,
         )
-
-
-def _deploy_json(dep: DeployEvent | None) -> dict[str, Any] | None:
-    if dep is None:
-        return None
-    return {
-        "event_id": dep.event_id,
-        "kind": dep.kind.value,
-        "service": dep.service,
-        "namespace": dep.namespace,
-        "deployment": dep.deployment,
-        "at": dep.at.isoformat(),
-        "revision": dep.revision,
-        "image": dep.image,
-        "version": dep.version,
-        "commit": dep.commit,
-        "author": dep.author,
-        "migration": dep.migration,
-    }
-
-
-def _deploy_from_json(d: Mapping[str, Any]) -> DeployEvent:
-    return DeployEvent(
-        event_id=d["event_id"],
-        kind=DeployKind(d["kind"]),
-        service=d["service"],
-        namespace=d["namespace"],
-        deployment=d["deployment"],
-        at=datetime.fromisoformat(d["at"]),
-        revision=d.get("revision"),
-        image=d.get("image", ""),
-        version=d.get("version", ""),
-        commit=d.get("commit", ""),
-        author=d.get("author", ""),
-        migration=bool(d.get("migration")),
-    )
 
 
 # --- contracts between stages -------------------------------------------------------------

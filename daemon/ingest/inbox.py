@@ -27,7 +27,7 @@ from daemon.clock import Clock
 from daemon.errors import QueueFullError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_PENDING
-from daemon.model import Alert, DeployEvent, DeployKind
+from daemon.model import Alert, DeployEvent
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
 
@@ -66,40 +66,6 @@ def partition_key(labels: Mapping[str, str], fallback: str) -> str:
     return fallback
 
 
-def deploy_to_json(event: DeployEvent) -> dict[str, Any]:
-    return {
-        "event_id": event.event_id,
-        "kind": event.kind.value,
-        "service": event.service,
-        "namespace": event.namespace,
-        "deployment": event.deployment,
-        "at": event.at.isoformat(),
-        "revision": event.revision,
-        "image": event.image,
-        "version": event.version,
-        "commit": event.commit,
-        "author": event.author,
-        "migration": event.migration,
-    }
-
-
-def deploy_from_json(data: Mapping[str, Any]) -> DeployEvent:
-    return DeployEvent(
-        event_id=data["event_id"],
-        kind=DeployKind(data["kind"]),
-        service=data["service"],
-        namespace=data["namespace"],
-        deployment=data["deployment"],
-        at=datetime.fromisoformat(data["at"]),
-        revision=data.get("revision"),
-        image=data.get("image", ""),
-        version=data.get("version", ""),
-        commit=data.get("commit", ""),
-        author=data.get("author", ""),
-        migration=bool(data.get("migration", False)),
-    )
-
-
 @contextlib.contextmanager
 def _store_errors(what: str) -> Iterator[None]:
     """A database that cannot answer is a temporary condition for the caller (HTTP 503, Kafka retry)."""
@@ -119,7 +85,7 @@ def _decode(row: InboxRow) -> InboxItem:
     if row.kind == "alert":
         return InboxItem(row.id, "alert", row.partition_key, received, alert=Alert.from_json(row.payload))
     if row.kind == "deploy":
-        return InboxItem(row.id, "deploy", row.partition_key, received, deploy=deploy_from_json(row.payload))
+        return InboxItem(row.id, "deploy", row.partition_key, received, deploy=DeployEvent.from_json(row.payload))
     raise ValueError(f"unknown inbox kind {row.kind!r}")
 
 
@@ -205,7 +171,7 @@ class Inbox:
             "kind": "deploy",
             "source": "kafka",
             "partition_key": f"{event.namespace}/{event.deployment}",
-            "payload": deploy_to_json(event),
+            "payload": event.to_json(),
             "received_at": as_utc(self._clock.now()),
         }
         return await self._write([row]) == 1

@@ -8,6 +8,10 @@
 # modules (k8s.io/api, k8s.io/client-go, ...) with local paths. We build it from
 # a wrapper module that replaces each of them with the published v0.Y.Z version.
 #
+# Measured (2 cores, 2026-11, v1.36.3 / etcd v3.6.14 / kwok v0.8.0, Go 1.26.8): etcd 62 s,
+# kwok 170 s, kube-apiserver 243 s, controller-manager 77 s, scheduler 6 s, kubectl 29 s:
+# about 10 min in all, 3.7 GB of Go build cache and 1.3 GB of module cache.
+#
 # Note: each component runs as a plain command (not in an `a && b` list) so that
 # `set -e` stays in force inside it; a failure stops the script before the stamp.
 set -euo pipefail

@@ -24,9 +24,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
     except StackError as exc:
         raise StackError(f"Kubernetes test cluster did not start: {exc}") from exc
     except Exception as exc:
-        raise StackError(
-            f"Kubernetes test cluster did not start: {exc!r}\n{describe_failure(cluster)}"
-        ) from exc
+        raise StackError(f"Kubernetes test cluster did not start: {exc!r}\n{describe_failure(cluster)}") from exc
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in cluster.timings.items())
     print(f"\nkube: {info['server']} kubeconfig={info['kubeconfig']} ({timings})")
     try:

@@ -163,10 +163,7 @@ class KubeCluster:
             self._create_node()
         with self._timed("default-serviceaccount"):
             self._wait_for(
-                lambda: (
-                    self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode
-                    == 0
-                ),
+                lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
                 timeout=120,
                 what="ServiceAccount default/default",
                 proc=self.controller_manager,
@@ -180,10 +177,14 @@ class KubeCluster:
 
     # -- apiserver, also for fault tests -----------------------------------------------------------
 
-    def stop_apiserver(self) -> None:
-        """Stop kube-apiserver only; etcd, controllers and KWOK keep running and retry."""
+    def stop_apiserver(self, timeout: float = 10.0) -> None:
+        """Stop kube-apiserver only; etcd, controllers and KWOK keep running and retry.
+
+        It stops listening at once on SIGTERM but then drains open watches; after ``timeout``
+        seconds it is killed.
+        """
         if self.apiserver is not None:
-            self.apiserver.stop()
+            self.apiserver.stop(timeout=timeout)
 
     def start_apiserver(self, timeout: float = 180.0) -> None:
         """(Re)start kube-apiserver on the same port with the same etcd; wait for /readyz."""
@@ -191,9 +192,7 @@ class KubeCluster:
             raise StackError("kube-apiserver was never configured: call start() first")
         if self.apiserver is not None and self.apiserver.alive():
             return
-        self.apiserver = Proc(
-            "kube-apiserver", self._apiserver_argv, self.logs / "kube-apiserver.log"
-        ).start()
+        self.apiserver = Proc("kube-apiserver", self._apiserver_argv, self.logs / "kube-apiserver.log").start()
         ctx = self.ssl_context()
         self.apiserver.wait_until(
             lambda: http_ok(f"{self.server}/readyz", context=ctx), timeout, "/readyz answering 200"
@@ -213,9 +212,7 @@ class KubeCluster:
         """Run the built kubectl against this cluster; raise StackError on failure when ``check``."""
         argv = [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
         try:
-            proc = subprocess.run(
-                argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-            )
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise StackError(f"kubectl {' '.join(args)}: no answer after {timeout:.0f}s") from exc
         if check and proc.returncode != 0:
@@ -326,6 +323,9 @@ class KubeCluster:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # KWOK cannot renew the node Lease while the apiserver is down; with the default 50 s
+                # a 30 s apiserver outage (fault tests) would also flip the node NotReady and taint it.
+                "--node-monitor-grace-period=120s",
             ],
             self.logs / "kube-controller-manager.log",
         ).start()
@@ -361,9 +361,7 @@ class KubeCluster:
             self.logs / "kwok.log",
             env={"HOME": str(home)},
         ).start()
-        self.kwok.wait_until(
-            lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz answering 200"
-        )
+        self.kwok.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), 60, "/healthz answering 200")
 
     def _create_node(self) -> None:
         resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
@@ -409,9 +407,7 @@ class KubeCluster:
             except StackError as exc:
                 last = str(exc)
             time.sleep(0.5)
-        raise StackError(
-            f"no {what} after {timeout:.0f}s (last error: {last or 'none'}):\n{describe_failure(self)}"
-        )
+        raise StackError(f"no {what} after {timeout:.0f}s (last error: {last or 'none'}):\n{describe_failure(self)}")
 
 
 def describe_failure(cluster: KubeCluster) -> str:
@@ -425,7 +421,5 @@ def describe_failure(cluster: KubeCluster) -> str:
         cluster.kwok,
     ):
         if proc is not None:
-            parts.append(
-                f"--- {proc.name} ({'alive' if proc.alive() else 'dead'}):\n{log_tail(proc.log, 15)}"
-            )
+            parts.append(f"--- {proc.name} ({'alive' if proc.alive() else 'dead'}):\n{log_tail(proc.log, 15)}")
     return "\n".join(parts)
