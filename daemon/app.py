@@ -16,6 +16,7 @@ import ipaddress
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from functools import partial
 from typing import Any
 
@@ -35,6 +36,8 @@ from daemon.ingest.dispatcher import Dispatcher
 from daemon.ingest.history import DeployHistoryStore
 from daemon.ingest.inbox import Inbox
 from daemon.logs import configure_logging, get_logger
+from daemon.metrics import DECISION_LATENCY, IS_LEADER
+from daemon.model import Target
 from daemon.notify.no_data import notify_no_data
 from daemon.notify.outbox import Notifier, OutboxWorker
 from daemon.notify.pagerduty import PagerDutyNotifier
@@ -208,6 +211,9 @@ class Daemon:
             await incidents.close()
 
         self._teardown.push("incidents", finish_rollbacks)
+        executor.progress = partial(_observe_patch, incidents, clock)
+        if leader is None:
+            IS_LEADER.set(1)  # a single replica always acts
         inbox = Inbox(store, clock)
         history = DeployHistoryStore(store)
         publisher: DecisionPublisher | None = None
@@ -303,6 +309,18 @@ class Daemon:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _observe_patch(incidents: IncidentService, clock: Clock, intent_id: str, _target: Target, step: str) -> None:
+    """Decision latency: from the incident's opening (the alert's arrival) to the patch reaching the API server."""
+    if step != "patched":
+        return
+    try:
+        view = await incidents.get(intent_id.partition(":")[0])
+    except Exception:  # noqa: BLE001 - a metric must never abort a rollback (listener errors do)
+        return
+    opened = view.opened_at if view.opened_at.tzinfo else view.opened_at.replace(tzinfo=UTC)
+    DECISION_LATENCY.observe(max(0.0, (clock.now() - opened).total_seconds()))
 
 
 async def _recover(c: Components) -> None:

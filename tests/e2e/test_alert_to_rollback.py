@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -181,14 +182,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
         assert template["spec"]["containers"] == previous_template["spec"]["containers"]
         assert template["metadata"].get("labels") == previous_template["metadata"]["labels"]
         assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
-        pods = await asyncio.to_thread(kube.kubectl_json, "-n", namespace, "get", "pods", "-l", f"app={name}")
-        live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]  # type: ignore[attr-defined]
-        v1_ready = [
-            p for p in live
-            if p["spec"]["containers"][0]["image"].endswith(":v1")
-            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-        ]
-        assert len(v1_ready) == 2, [p["metadata"]["name"] for p in live]
+        await _assert_pods_ready(kube, namespace, name)
 
         # Slack: one incident message naming the Deployment and the revisions.
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {READ_TOKEN}"}) as api:
@@ -204,7 +198,44 @@ async def test_metric_breach_rolls_back_and_tells_slack(
         assert "revision 2" in text, text
         assert "revision 1" in text, text
 
+        await _assert_metrics(base)
         prometheus.reset()
+
+
+async def _assert_pods_ready(kube: KubeCluster, namespace: str, name: str) -> None:
+    pods = await asyncio.to_thread(kube.kubectl_json, "-n", namespace, "get", "pods", "-l", f"app={name}")
+    live = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]  # type: ignore[attr-defined]
+    v1_ready = [
+        p for p in live
+        if p["spec"]["containers"][0]["image"].endswith(":v1")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+    assert len(v1_ready) == 2, [p["metadata"]["name"] for p in live]
+
+
+async def _assert_metrics(base: str) -> None:
+    """What operators graph: the chain left its trace in every family."""
+    async with httpx.AsyncClient(base_url=base) as api:
+        metrics = (await api.get("/metrics")).text
+    for family in (
+        'rollbackd_alerts_received_total{outcome="accepted",source="alertmanager"}',
+        'rollbackd_decisions_total{action="rollback_now",rule="e2e-error-rate"}',
+        'rollbackd_rollbacks_total{outcome="rolled_back"}',
+        "rollbackd_decision_to_patch_seconds_count",
+        "rollbackd_rollback_duration_seconds_count",
+        'rollbackd_notifications_total{channel="slack",outcome="sent"}',
+        'rollbackd_incident_transitions_total{from_state="rolling_back",to_state="verifying"}',
+        "rollbackd_approval_wait_seconds_count",
+        "rollbackd_inbox_pending",
+        "rollbackd_queue_depth",
+        "rollbackd_outbox_pending",
+        "rollbackd_rules_last_reload_success 1.0",
+        "rollbackd_leader 1.0",
+    ):
+        assert family in metrics, f"{family} missing from /metrics"
+    patch_latency = re.search(r"^rollbackd_decision_to_patch_seconds_sum ([0-9.e+-]+)$", metrics, re.M)
+    assert patch_latency is not None
+    print(f"e2e: alert arrival -> rollback patch {float(patch_latency.group(1)) * 1000:.0f} ms")
 
 
 def _slack_text(slack: FakeSlack) -> str:
