@@ -60,7 +60,9 @@ def _wait(what: str, check: Callable[[], object], timeout: float = SETUP_TIMEOUT
 def _arm(prometheus: Prometheus, exporter: Exporter, alertname: str, targets: list[AlertmanagerTarget]) -> None:
     """Load the rule, scrape the exporter at a healthy value, and wait until Prometheus sees both."""
     exporter.set("http_error_ratio", 0.0, labels=LABELS)
-    prometheus.configure(scrape_targets=[exporter.address], rules=_rules(alertname, exporter.address), alertmanagers=targets)
+    prometheus.configure(
+        scrape_targets=[exporter.address], rules=_rules(alertname, exporter.address), alertmanagers=targets
+    )
     _wait("the rule to load", lambda: alertname in prometheus.rule_names() or sorted(prometheus.rule_names()))
 
     def scraped() -> object:
