@@ -216,6 +216,9 @@ def parse_yaml(path: Path, model: type[M]) -> tuple[list[tuple[M, dict[Loc, tupl
         mark = exc.problem_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         return [], [RuleError(file, line, col, "", f"invalid YAML: {exc.problem}")]
+    except yaml.YAMLError as exc:
+        # Not "marked": e.g. ReaderError for a control character (found by tests/fuzz/test_parsers.py).
+        return [], [RuleError(file, 0, 0, "", f"invalid YAML: {exc}")]
     docs: list[tuple[M, dict[Loc, tuple[int, int]]]] = []
     errors: list[RuleError] = []
     for node in nodes:
