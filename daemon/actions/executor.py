@@ -32,6 +32,10 @@ from daemon.store.db import Store
 
 log = get_logger(__name__)
 
+# Retries of temporary cluster failures: short first, so a brief outage costs seconds, then capped.
+RETRY_FIRST_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 5.0
+
 # Called after each step of each target ("planned", "paused", "patched", "resumed", "ready"),
 # e.g. to note progress on the incident; an exception raised here aborts the execution.
 ProgressListener = group.ProgressListener
@@ -68,12 +72,39 @@ class RollbackExecutor:
                 log.warning("rollback.no_cluster", targets=[str(t) for t in req.targets])
                 detail = "no Kubernetes cluster reachable: dry run, nothing validated or changed"
                 return self._finish([TargetOutcome(t, TargetResult.DRY_RUN, detail=detail) for t in req.targets])
-            run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress)
-            works = [await self._prepare(req, t, dry) for t in req.targets]
-            await run.execute(works)
+            works = await self._attempt(req, req.targets, dry)
+            works = await self._retry_temporary(req, works, dry)
             outcomes = [w.outcome() for w in works]
             verified, verify_detail = await self._verify(req, works)
             return self._finish(outcomes, verified, verify_detail)
+
+    async def _attempt(self, req: RollbackRequest, targets: tuple[Target, ...], dry: bool) -> list[Work]:
+        assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
+        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress)
+        works = [await self._prepare(req, t, dry) for t in targets]
+        await run.execute(works)
+        return works
+
+    async def _retry_temporary(self, req: RollbackRequest, works: list[Work], dry: bool) -> list[Work]:
+        """Try again the targets that failed for a passing reason, until the rollout deadline.
+
+        An apiserver that is down for a while must delay a rollback, not cancel it. Retrying is
+        safe: the persisted intent makes an undo that already reached the cluster ALREADY_DONE.
+        """
+        deadline = self.clock.now().timestamp() + self.settings.rollout_timeout_s
+        delay = RETRY_FIRST_DELAY_S
+        while True:
+            temporary = [w for w in works if w.result is TargetResult.FAILED and w.retriable]
+            if not temporary or self.clock.now().timestamp() + delay > deadline:
+                return works
+            log.warning(
+                "rollback.retrying", targets=[str(w.target) for w in temporary], in_s=delay,
+                why=[w.detail for w in temporary],
+            )  # fmt: skip
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+            again = {w.target: w for w in await self._attempt(req, tuple(w.target for w in temporary), dry)}
+            works = [again.get(w.target, w) for w in works]
 
     def _finish(
         self, outcomes: list[TargetOutcome], verified: bool | None = None, verify_detail: str = ""
@@ -92,7 +123,7 @@ class RollbackExecutor:
         except UndoError as exc:
             work.settle(TargetResult.REFUSED, str(exc))
         except RollbackdError as exc:
-            work.settle(TargetResult.FAILED, str(exc))
+            work.fail(exc, str(exc))
         return work
 
     async def _prepare_checked(self, req: RollbackRequest, work: Work) -> None:

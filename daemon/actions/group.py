@@ -46,9 +46,14 @@ class Work:
     done_before: bool = False  # a previous attempt of the same intent applied the undo
     patched_at: float | None = None
     notes: list[str] = field(default_factory=list)
+    retriable: bool = False  # failed for a reason that may pass (apiserver down, 5xx, 429, timeout)
 
     def settle(self, result: TargetResult, detail: str) -> None:
         self.result, self.detail = result, detail
+
+    def fail(self, exc: RollbackdError, detail: str) -> None:
+        self.settle(TargetResult.FAILED, detail)
+        self.retriable = exc.retriable
 
     def already_done(self, intent: Intent) -> None:
         self.done_before = True
@@ -93,7 +98,7 @@ class GroupRun:
 
     async def _fail(self, work: Work, exc: RollbackdError, during: str) -> None:
         log.warning("rollback.step_failed", target=str(work.target), step=during, reason=exc.reason, error=str(exc))
-        work.settle(TargetResult.FAILED, f"{during} failed: {exc}")
+        work.fail(exc, f"{during} failed: {exc}")
         if not work.done_before:
             await self.intents.advance(work.key, "failed", self.clock.now(), error=f"{during}: {exc}")
 
