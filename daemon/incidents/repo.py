@@ -124,10 +124,19 @@ def add_verdict(
     )
 
 
-async def set_timer(session: AsyncSession, incident_id: str, kind: TimerKind, due: datetime) -> None:
+async def set_timer(
+    session: AsyncSession, incident_id: str, kind: TimerKind, due: datetime, *, new_incident: bool = False
+) -> None:
+    """Arm (or re-arm) the incident's timer of ``kind``; a just-inserted incident has none to look up."""
     row = (
-        await session.scalars(select(TimerRow).where(TimerRow.incident_id == incident_id, TimerRow.kind == kind.value))
-    ).first()
+        None
+        if new_incident
+        else (
+            await session.scalars(
+                select(TimerRow).where(TimerRow.incident_id == incident_id, TimerRow.kind == kind.value)
+            )
+        ).first()
+    )
     if row is None:
         session.add(TimerRow(incident_id=incident_id, kind=kind.value, due_at=due, fired_at=None, cancelled=False))
     else:

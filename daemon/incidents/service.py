@@ -66,6 +66,8 @@ DRIVEN = (State.APPROVED.value, State.ROLLING_BACK.value, State.VERIFYING.value)
 _GOOD = {TargetResult.ROLLED_BACK, TargetResult.ALREADY_DONE, TargetResult.DRY_RUN}
 
 Extra = Callable[[AsyncSession, Incident], Awaitable[bool]]
+# One applied event: the state before it, what the machine made of it, the event itself.
+Step = tuple[State, Transition, ev.Event]
 
 
 class Executor(Protocol):
@@ -124,11 +126,16 @@ class IncidentService:
                         return Applied(await repo.view(s, incident_id), Ignored("superseded"))
                     result = transition(inc, event, self.policy)
                     if isinstance(result, Transition):
+                        steps = self._with_start([(inc.state, result, event)])
+                        result = _combined(steps)
                         await repo.save(s, result.incident, version)
-                        await self._write(s, inc.state, result, event)
-                    elif result.invalid and strict:
-                        raise InvalidTransitionError(f"incident {incident_id} is {inc.state.value}: {result.reason}")
-                    view = await repo.view(s, incident_id)
+                        view = await self._write(s, incident_id, steps)
+                    else:
+                        if result.invalid and strict:
+                            raise InvalidTransitionError(
+                                f"incident {incident_id} is {inc.state.value}: {result.reason}"
+                            )
+                        view = await repo.view(s, incident_id)
             except (ConcurrentUpdateError, IntegrityError):
                 if attempt + 1 == ATTEMPTS:
                     raise ConcurrentUpdateError(incident_id) from None
@@ -137,40 +144,75 @@ class IncidentService:
             return Applied(view, result)
         raise ConcurrentUpdateError(incident_id)  # pragma: no cover - the loop returns or raises
 
-    async def _write(self, s: AsyncSession, before: State, t: Transition, event: ev.Event) -> None:
-        inc, now = t.incident, self._clock.now()
-        via = getattr(event, "via", None)
-        record: dict[str, object] | None = None
-        for effect in t.effects:
-            if isinstance(effect, ev.Audit):
-                detail = dict(effect.detail) | ({"via": via} if via else {})
-                if isinstance(event, ev.RollbackFinished) and event.results:
-                    detail["results"] = [dict(r) for r in event.results]
-                repo.add_audit(s, inc.id, at=event.at, actor=effect.actor, action=effect.action, detail=detail)
-            elif isinstance(effect, ev.SetTimer):
-                await repo.set_timer(s, inc.id, effect.kind, effect.due)
-            elif isinstance(effect, ev.CancelTimer):
-                await repo.cancel_timer(s, inc.id, effect.kind)
-            elif isinstance(effect, ev.Notify):
-                if record is None:
-                    await s.flush()
-                    record = (await repo.view(s, inc.id)).to_json()
-                note = NotificationEvent(
-                    inc.id, effect.kind, inc.decision.severity, effect.summary, record, inc.decision.channels
+    def _with_start(self, steps: list[Step]) -> list[Step]:
+        """Fold ``approved → rolling_back`` into the transaction that approved, on the leader.
+
+        The leader drives the rollback as soon as this commits, so a separate
+        transaction for ``RollbackStarted`` only added latency before the PATCH.
+        Crash safety is unchanged: ``rolling_back`` is re-driven at start-up like
+        ``approved``, and the executor is idempotent per incident and target.
+        A standby leaves the incident approved for the leader to pick up.
+        """
+        last = steps[-1][1]
+        starts = any(isinstance(e, ev.StartRollback) for e in last.effects)
+        if not starts or last.incident.state is not State.APPROVED or not self._is_leader():
+            return steps
+        started = ev.RollbackStarted(at=self._clock.now())
+        nxt = transition(last.incident, started, self.policy)
+        if not isinstance(nxt, Transition):  # pragma: no cover - approved always accepts RollbackStarted
+            return steps
+        return [*steps, (State.APPROVED, nxt, started)]
+
+    async def _write(
+        self, s: AsyncSession, incident_id: str, steps: Sequence[Step], *, new_incident: bool = False
+    ) -> IncidentView:
+        """Write every step's effects, then the decision record once; it is returned for the caller.
+
+        Audit entries and timers go first, so the record carried by each outbox
+        notification is exactly what this transaction commits.
+        """
+        notes: list[tuple[Incident, ev.Notify]] = []
+        armed: set[ev.TimerKind] = set()  # a new incident's timers need no lookup, until one is set twice
+        for before, t, event in steps:
+            inc = t.incident
+            via = getattr(event, "via", None)
+            for effect in t.effects:
+                if isinstance(effect, ev.Audit):
+                    detail = dict(effect.detail) | ({"via": via} if via else {})
+                    if isinstance(event, ev.RollbackFinished) and event.results:
+                        detail["results"] = [dict(r) for r in event.results]
+                    repo.add_audit(s, inc.id, at=event.at, actor=effect.actor, action=effect.action, detail=detail)
+                elif isinstance(effect, ev.SetTimer):
+                    fresh = new_incident and effect.kind not in armed
+                    await repo.set_timer(s, inc.id, effect.kind, effect.due, new_incident=fresh)
+                    armed.add(effect.kind)
+                elif isinstance(effect, ev.CancelTimer):
+                    await repo.cancel_timer(s, inc.id, effect.kind)
+                elif isinstance(effect, ev.Notify):
+                    notes.append((inc, effect))
+            if before is not inc.state:
+                TRANSITIONS.labels(from_state=before.value, to_state=inc.state.value).inc()
+                if inc.state is State.APPROVED:
+                    APPROVAL_WAIT.observe((event.at - inc.opened_at).total_seconds())
+        await s.flush()
+        view = await repo.view(s, incident_id)
+        if notes:
+            record, now = view.to_json(), self._clock.now()
+            for inc, note in notes:
+                n = NotificationEvent(
+                    inc.id, note.kind, inc.decision.severity, note.summary, record, inc.decision.channels
                 )
-                await enqueue_notification(s, note, now, channels=self._notify_channels)
-        if before is not inc.state:
-            TRANSITIONS.labels(from_state=before.value, to_state=inc.state.value).inc()
-            if inc.state is State.APPROVED:
-                APPROVAL_WAIT.observe((event.at - inc.opened_at).total_seconds())
+                await enqueue_notification(s, n, now, channels=self._notify_channels)
+        return view
 
     def _after(self, result: Transition | Ignored) -> None:
-        # Called after the commit, so a woken outbox worker finds the new rows.
+        # Called after the commit, so the driver and a woken outbox worker find the new rows.
+        # The driver goes first: the rollback PATCH is what a responder is waiting for.
+        if isinstance(result, Transition) and any(isinstance(e, ev.StartRollback) for e in result.effects):
+            self._spawn(result.incident.id, result.incident)
         notified = isinstance(result, Transition) and any(isinstance(e, ev.Notify) for e in result.effects)
         if self._on_notify is not None and notified:
             self._on_notify()
-        if isinstance(result, Transition) and any(isinstance(e, ev.StartRollback) for e in result.effects):
-            self._spawn(result.incident.id)
 
     # --- inputs from the pipeline --------------------------------------------------------------
 
@@ -178,10 +220,10 @@ class IncidentService:
         """A decision for ``alert``: join the open incident of its group, or open a new one."""
         with bound_contextvars(rule=decision.rule):
             for _ in range(ATTEMPTS):
-                async with self._store.transaction() as s:
-                    existing = await repo.find_open(s, decision.group_key)
-                if existing is None:
-                    return await self._open(decision, alert)
+                # The group lookup shares the opening transaction: one commit before the rollback starts.
+                existing = await self._open(decision, alert, join_group=True)
+                if isinstance(existing, IncidentView):
+                    return existing
 
                 async def join(s: AsyncSession, inc: Incident) -> bool:
                     if not inc.open:
@@ -197,13 +239,19 @@ class IncidentService:
             raise ConcurrentUpdateError(decision.group_key)
 
     async def _open(
-        self, decision: Decision, alert: Alert | None, votes: Sequence[tuple[Approver, str]] = ()
-    ) -> IncidentView:
+        self,
+        decision: Decision,
+        alert: Alert | None,
+        votes: Sequence[tuple[Approver, str]] = (),
+        *,
+        join_group: bool = False,
+    ) -> IncidentView | str:
+        """A new incident; with ``join_group``, the id of the group's open incident instead if there is one."""
         now = self._clock.now()
         incident_id = secrets.token_hex(6)
         fingerprint = alert.fingerprint if alert else ""
         t = open_incident(incident_id, decision, fingerprint, now, self.policy)
-        steps: list[tuple[State, Transition, ev.Event]] = [(State.OPEN, t, ev.Decided(at=now, fingerprint=fingerprint))]
+        steps: list[Step] = [(State.OPEN, t, ev.Decided(at=now, fingerprint=fingerprint))]
         for approver, role in votes:
             vote = ev.Approved(at=now, actor=approver.name, approver=approver.name, role=role, via="break-glass")
             nxt = transition(steps[-1][1].incident, vote, self.policy)
@@ -214,8 +262,12 @@ class IncidentService:
         if votes and final.state is not State.APPROVED:
             still = ", ".join(f"{n}x {r}" for r, n in final.missing_roles().items())
             raise NotPermittedError(f"the manual-rollback quorum is not met; still needed: {still}")
+        steps = self._with_start(steps)
+        final = steps[-1][1].incident
         with bound_contextvars(incident_id=incident_id):
             async with self._store.transaction() as s:
+                if join_group and (existing := await repo.find_open(s, decision.group_key)) is not None:
+                    return existing
                 await repo.insert(s, final)
                 if alert is not None:
                     repo.add_alert(s, incident_id, alert, now)
@@ -224,11 +276,9 @@ class IncidentService:
                         s, incident_id, approver=approver.name, role=role, verdict="approve", via="break-glass",
                         comment="", at=now,
                     )  # fmt: skip
-                for before, step, event in steps:
-                    await self._write(s, before, Transition(final, step.effects), event)
-                view = await repo.view(s, incident_id)
+                view = await self._write(s, incident_id, steps, new_incident=True)
             log.info("incident opened", state=final.state.value, action=decision.action.value)
-        self._after(Transition(final, tuple(e for _, st, _ in steps for e in st.effects)))
+        self._after(_combined(steps))
         return view
 
     async def on_alert_resolved(self, alert: Alert) -> list[IncidentView]:
@@ -357,7 +407,10 @@ class IncidentService:
             probe = replace(probe, approvals=(*probe.approvals, Vote(who.name, role, probe.opened_at)))
             votes.append((who, role))
         log.info("break-glass rollback requested", targets=[str(t) for t in targets], via=via)
-        return await self._open(decision, None, votes)
+        opened = await self._open(decision, None, votes)
+        if isinstance(opened, str):  # pragma: no cover - only join_group answers with an existing incident
+            raise ConcurrentUpdateError(opened)
+        return opened
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -396,11 +449,12 @@ class IncidentService:
             self._spawn(incident_id)
         return ids
 
-    def _spawn(self, incident_id: str) -> None:
+    def _spawn(self, incident_id: str, known: Incident | None = None) -> None:
+        """Drive ``incident_id``; ``known`` is its value as just committed, which spares a reload."""
         if not self._is_leader() or incident_id in self._inflight:
             return
         self._inflight.add(incident_id)
-        task = asyncio.create_task(self._drive(incident_id), name=f"rollback:{incident_id}")
+        task = asyncio.create_task(self._drive(incident_id, known), name=f"rollback:{incident_id}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -409,20 +463,20 @@ class IncidentService:
         if not task.cancelled() and task.exception() is not None:
             log.error("rollback driver crashed", task=task.get_name(), error=repr(task.exception()))
 
-    async def _drive(self, incident_id: str) -> None:
+    async def _drive(self, incident_id: str, known: Incident | None) -> None:
         try:
             with bound_contextvars(incident_id=incident_id):
-                await self._drive_once(incident_id)
+                await self._drive_once(incident_id, known)
         finally:
             self._inflight.discard(incident_id)
 
-    async def _drive_once(self, incident_id: str) -> None:
-        view = await self.get(incident_id)
-        if view.state == State.APPROVED.value:
-            view = (await self._apply(incident_id, ev.RollbackStarted(at=self._clock.now()), strict=False)).view
-        if view.state not in (State.ROLLING_BACK.value, State.VERIFYING.value):
+    async def _drive_once(self, incident_id: str, known: Incident | None = None) -> None:
+        state, decision = (known.state, known.decision) if known is not None else await self._current(incident_id)
+        if state is State.APPROVED:
+            applied = await self._apply(incident_id, ev.RollbackStarted(at=self._clock.now()), strict=False)
+            state, decision = State(applied.view.state), Decision.from_json(applied.view.decision)
+        if state not in (State.ROLLING_BACK, State.VERIFYING):
             return
-        decision = Decision.from_json(view.decision)
         req = RollbackRequest(
             incident_id=incident_id,
             targets=decision.targets,
@@ -457,6 +511,11 @@ class IncidentService:
             )
             await self._finish(incident_id, check)
 
+    async def _current(self, incident_id: str) -> tuple[State, Decision]:
+        async with self._store.transaction() as s:
+            inc, _ = await repo.load(s, incident_id)
+        return inc.state, inc.decision
+
     async def _finish(self, incident_id: str, event: ev.Event) -> None:
         await self._apply(incident_id, event, strict=False)
 
@@ -475,6 +534,11 @@ class IncidentService:
         async with self._store.transaction() as s:
             ids = await repo.list_ids(s, state=state, open_only=open_only, limit=max(1, min(limit, 1000)))
             return [await repo.view(s, i, with_timeline=False) for i in ids]
+
+
+def _combined(steps: Sequence[Step]) -> Transition:
+    """The steps of one transaction as one transition: the last value, every effect in order."""
+    return Transition(steps[-1][1].incident, tuple(e for _, t, _ in steps for e in t.effects))
 
 
 def _describe_outcome(t: TargetOutcome) -> str:

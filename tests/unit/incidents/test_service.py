@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
 
 from daemon.clock import FakeClock
@@ -27,6 +29,8 @@ from daemon.model import (
     Decision,
     OnDeadline,
     QuorumMode,
+    RollbackOutcome,
+    RollbackRequest,
     Severity,
     Target,
     TargetResult,
@@ -376,3 +380,39 @@ async def test_identity_verified_reject_needs_no_code_but_a_known_approver(
     assert rejected.state == "rejected"
     assert [(a.approver, a.verdict, a.via) for a in rejected.approvals] == [("ana", "reject", "slack")]
     assert executor.requests == []
+
+
+async def test_a_decision_without_approval_reaches_the_executor_after_one_commit(
+    service: IncidentService, executor: FakeExecutor, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decision latency: group lookup and open → approved → rolling_back are one transaction, and the
+    # driver starts from the committed value, so the executor runs right after that one commit.
+    transactions: list[str] = []
+    real_transaction, real_execute = store.transaction, executor.execute
+
+    @asynccontextmanager
+    async def counted() -> AsyncIterator[AsyncSession]:
+        transactions.append("tx")
+        async with real_transaction() as s:
+            yield s
+
+    seen: list[int] = []
+
+    async def execute(req: RollbackRequest) -> RollbackOutcome:
+        seen.append(len(transactions))
+        return await real_execute(req)
+
+    monkeypatch.setattr(store, "transaction", counted)
+    monkeypatch.setattr(executor, "execute", execute)
+    view = await service.on_decision(decision(), alert())
+    assert view.state == "rolling_back"  # committed so: a restart re-drives it, the executor is idempotent
+    timeline = [(e.action, e.detail.get("from"), e.detail.get("to")) for e in view.timeline]
+    assert timeline == [("decision", "open", "approved"), ("rollback_started", "approved", "rolling_back")]
+    await service.idle()
+    assert seen == [1]
+    assert executor.requests[0].incident_id == view.id
+    rows = [r for r in await outbox(store, view.id) if r.kind in ("opened", "rolling_back")]
+    assert sorted({r.kind for r in rows}) == ["opened", "rolling_back"]
+    # Every notification of that transaction carries the record as committed.
+    assert {r.payload["incident"]["state"] for r in rows} == {"rolling_back"}
+    assert (await service.get(view.id)).state == "resolved"
