@@ -2,8 +2,9 @@
 
 The dispatcher hands every inbox item to ``Pipeline.handle`` in per-target
 order. A firing alert is evaluated (pure, against a snapshot of the recent
-deploy history) and each decision goes to the incident service; a resolved
-alert updates the incident it belongs to. Decisions are also published for
+deploy history, read only when a rule that may match correlates) and each
+decision goes to the incident service; a resolved alert updates the incident
+it belongs to. Decisions are also published for
 other systems when a publisher is configured.
 """
 
@@ -20,13 +21,15 @@ from daemon.ingest import InboxItem
 from daemon.ingest.history import DeployHistoryStore
 from daemon.logs import get_logger
 from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
-from daemon.model import AlertStatus, Decision
+from daemon.model import Alert, AlertStatus, Decision, DeployHistory
 from daemon.rules import RuleRegistry
+from daemon.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
 
 # How far back deploy history is read for correlation; rules ask for windows within it.
 HISTORY_WINDOW = timedelta(hours=24)
+_NO_HISTORY = DeployHistory()
 
 
 class DecisionSink(Protocol):
@@ -58,14 +61,10 @@ class Pipeline:
             if alert.status is AlertStatus.RESOLVED:
                 await self._incidents.on_alert_resolved(alert)
                 return
-            history = await self._history.snapshot(
-                namespace=alert.labels.get("namespace"),
-                deployment=alert.labels.get("deployment"),
-                service=alert.labels.get("service"),
-                since=alert.starts_at - HISTORY_WINDOW,
-            )
+            rules = self._rules.current  # one rule set for the whole item, even across a reload
+            history = await self._history_for(rules, alert)
             with RULE_EVAL_SECONDS.time():
-                decisions = self._rules.current.evaluate(alert, history)
+                decisions = rules.evaluate(alert, history)
             if not decisions:
                 log.debug("no rule matched")
             for decision in decisions:
@@ -74,3 +73,14 @@ class Pipeline:
                 log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
                 if self._publisher is not None:
                     await self._publisher.publish_decision(view.id, decision, self._clock.now())
+
+    async def _history_for(self, rules: RuleSet, alert: Alert) -> DeployHistory:
+        """The recent deploys of the alert's target, read only when a rule that may match correlates."""
+        if not rules.needs_history(alert):
+            return _NO_HISTORY  # a database read per alert was most of the cost of uncorrelated alerts
+        return await self._history.snapshot(
+            namespace=alert.labels.get("namespace"),
+            deployment=alert.labels.get("deployment"),
+            service=alert.labels.get("service"),
+            since=alert.starts_at - HISTORY_WINDOW,
+        )

@@ -4,11 +4,16 @@ Third stage of the pipeline, between the durable inbox and the rules. Rows are
 read in id order and queued per partition key (``namespace/deployment``), so
 the events of one Deployment are handled one after another while different
 Deployments proceed side by side, at most ``concurrency`` at a time. A row is
-marked processed only after the handler returned; a ``TemporaryError`` is
+marked processed only after the handler returned; closes are written by one
+flusher task, every close that piled up during the previous write in one
+UPDATE (a transaction per alert was most of the per-alert cost). A handled row
+whose close is not written yet still counts as buffered, so reading stops when
+closes cannot be written. A ``TemporaryError`` is
 retried with backoff (the key waits, others go on), a ``PermanentError`` is
 recorded on the row and counted. Rows left pending by a crash are picked up at
-start, so an alert acknowledged with 200 is handled even if the daemon died
-right after answering.
+start (and by every later ``run``), so an alert acknowledged with 200 is
+handled even if the daemon died right after answering; a crash between a
+handler's return and the flush means the item is handled again (at least once).
 
 Run it on one replica (the leader): the inbox does not lock rows between
 dispatchers.
@@ -60,7 +65,9 @@ class Dispatcher:
         self._queues: dict[str, deque[InboxItem]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._last_id = 0
-        self._buffered = 0
+        self._buffered = 0  # read from the inbox and not yet closed in it (queued, in flight or unflushed)
+        self._closing: list[tuple[InboxItem, str | None]] = []  # handled, close not yet written
+        self._flush_wanted = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
         self._running = False
@@ -80,18 +87,25 @@ class Dispatcher:
         self._running = True
         self._stopping = False  # a dispatcher may run again, e.g. when leadership comes back
         self._stopped.clear()
+        # Rows cancelled by the last stop() are still pending below the old position: read from the start.
+        self._last_id = 0
+        flusher = asyncio.create_task(self._flush_loop(), name="dispatch:flush")
         try:
             while not self._stopping:
                 self._wake.clear()
                 found = await self._fill()
                 if self._stopping:
                     break
-                if not found and not self._workers:
+                if not found and not self._workers and self._buffered == 0:
                     self._idle.set()
                 if not found or self._buffered >= self._max_buffered:
                     await self._wait()
         finally:
             await self._cancel_workers()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._final_flush()
             self._running = False
             self._stopped.set()
 
@@ -148,11 +162,12 @@ class Dispatcher:
         try:
             while queue:
                 item = queue[0]
-                await self._handle_with_retry(item)
+                error = await self._handle_with_retry(item)
                 queue.popleft()
-                self._buffered -= 1
-                self.handled += 1
-                QUEUE_DEPTH.set(self._buffered)
+                # The next item of this key may start now: its handling does not depend on the row
+                # being closed, and a crash before the flush only means handling it again.
+                self._closing.append((item, error))
+                self._flush_wanted.set()
         finally:
             if not queue:
                 self._queues.pop(key, None)
@@ -160,8 +175,8 @@ class Dispatcher:
             if not self._workers:
                 self._wake.set()  # let run() notice idleness or refill
 
-    async def _handle_with_retry(self, item: InboxItem) -> None:
-        """Handle ``item`` until it succeeds or fails for good; the row is closed either way."""
+    async def _handle_with_retry(self, item: InboxItem) -> str | None:
+        """Handle ``item`` until it succeeds (None) or fails for good (the error to record on the row)."""
         attempt = 0
         while True:
             async with self._slots:
@@ -170,15 +185,12 @@ class Dispatcher:
                 except TemporaryError as exc:
                     retry = exc
                 except PermanentError as exc:
-                    await self._fail(item, exc.reason, str(exc))
-                    return
+                    return self._failed(item, exc.reason, str(exc))
                 except Exception as exc:
                     log.exception("inbox handler crashed", inbox_id=item.id, kind=item.kind)
-                    await self._fail(item, "unexpected", f"{type(exc).__name__}: {exc}")
-                    return
+                    return self._failed(item, "unexpected", f"{type(exc).__name__}: {exc}")
                 else:
-                    await self._close(item, None)
-                    return
+                    return None
             attempt += 1
             backoff = min(self._max_backoff_s, 2.0 ** (attempt - 1))
             delay = min(self._max_backoff_s, retry.delay) if retry.delay is not None else backoff
@@ -188,23 +200,60 @@ class Dispatcher:
             )
             await self._clock.sleep(delay)  # outside the slot: other keys use it meanwhile
 
-    async def _fail(self, item: InboxItem, reason: str, message: str) -> None:
+    @staticmethod
+    def _failed(item: InboxItem, reason: str, message: str) -> str:
         INBOX_ERRORS.labels(kind=item.kind, reason=reason, outcome="failed").inc()
         log.error("inbox item failed permanently", inbox_id=item.id, kind=item.kind, reason=reason, error=message)
-        await self._close(item, f"{reason}: {message}")
+        return f"{reason}: {message}"
 
-    async def _close(self, item: InboxItem, error: str | None) -> None:
-        """Mark the row processed, retrying while the store is unreachable."""
+    async def _flush_loop(self) -> None:
+        """Write the closes that piled up, all in one transaction, retrying while the store is unreachable."""
         attempt = 0
         while True:
-            try:
-                await self._inbox.mark_processed(item.id, error=error)
-            except TemporaryError as exc:
-                attempt += 1
-                log.warning("cannot mark inbox item processed, retrying", inbox_id=item.id, error=str(exc))
-                await self._clock.sleep(min(self._max_backoff_s, 2.0**attempt))
-            else:
-                return
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            while self._closing:
+                try:
+                    await self._flush()
+                except Exception as exc:  # the flusher must outlive any one failure
+                    attempt += 1
+                    if isinstance(exc, TemporaryError):
+                        log.warning(
+                            "cannot mark inbox items processed, retrying", count=len(self._closing), error=str(exc)
+                        )
+                    else:
+                        log.exception("marking inbox items processed crashed, retrying", count=len(self._closing))
+                    await self._clock.sleep(min(self._max_backoff_s, 2.0**attempt))
+                else:
+                    attempt = 0
+
+    async def _flush(self) -> None:
+        """Close the rows of ``_closing`` written so far; they leave the list only once committed."""
+        batch = list(self._closing)
+        before = self._buffered
+        await self._inbox.mark_processed_many([(item.id, error) for item, error in batch])
+        del self._closing[: len(batch)]  # appends during the write stay for the next round
+        self._buffered -= len(batch)
+        self.handled += len(batch)
+        QUEUE_DEPTH.set(self._buffered)
+        if self._buffered == 0 or before >= self._max_buffered:
+            self._wake.set()  # idleness to notice, or room to read again
+
+    async def _final_flush(self) -> None:
+        """One attempt at the closes still unwritten at stop; failing, those rows are handled again next run."""
+        if not self._closing:
+            return
+        try:
+            await self._flush()
+        except TemporaryError as exc:
+            log.warning(
+                "inbox items handled but not closed; they will be handled again",
+                count=len(self._closing),
+                error=str(exc),
+            )
+        self._closing.clear()
+        self._buffered = 0
+        QUEUE_DEPTH.set(0)
 
     async def _cancel_workers(self) -> None:
         workers = list(self._workers.values())
@@ -215,5 +264,5 @@ class Dispatcher:
                 await task
         self._workers.clear()
         self._queues.clear()
-        self._buffered = 0
-        QUEUE_DEPTH.set(0)
+        self._buffered = len(self._closing)  # only handled-but-unflushed items are left
+        QUEUE_DEPTH.set(self._buffered)

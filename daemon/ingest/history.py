@@ -4,16 +4,19 @@ Fed by the Kafka consumer (``sources.kafka``) next to the inbox; read by the
 rules stage as a ``daemon.model.DeployHistory`` snapshot, newest first, so a
 decision rule can require "the alert started within N minutes after a deploy of
 the affected service" and name that deploy (and its revision) as the target.
-``record`` is idempotent on the event id, because Kafka redelivers.
+``record`` and ``record_many`` are idempotent on the event id, because Kafka redelivers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from daemon.errors import TemporaryError
@@ -21,6 +24,9 @@ from daemon.ingest.inbox import as_utc
 from daemon.model import DeployEvent, DeployHistory, DeployKind
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
+
+# Rows per INSERT: 12 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
+_INSERT_CHUNK = 500
 
 
 def _event(row: DeployRow) -> DeployEvent:
@@ -40,6 +46,23 @@ def _event(row: DeployRow) -> DeployEvent:
     )
 
 
+def _values(event: DeployEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "kind": event.kind.value,
+        "service": event.service,
+        "namespace": event.namespace,
+        "deployment": event.deployment,
+        "revision": event.revision,
+        "image": event.image,
+        "version": event.version,
+        "commit": event.commit,
+        "author": event.author,
+        "migration": event.migration,
+        "at": as_utc(event.at),
+    }
+
+
 class DeployHistoryStore:
     """Deployment events over ``DeployRow``."""
 
@@ -51,20 +74,7 @@ class DeployHistoryStore:
         dialect = sqlite if self._store.is_sqlite else postgresql
         stmt = (
             dialect.insert(DeployRow)
-            .values(
-                event_id=event.event_id,
-                kind=event.kind.value,
-                service=event.service,
-                namespace=event.namespace,
-                deployment=event.deployment,
-                revision=event.revision,
-                image=event.image,
-                version=event.version,
-                commit=event.commit,
-                author=event.author,
-                migration=event.migration,
-                at=as_utc(event.at),
-            )
+            .values(**_values(event))
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(DeployRow.id)
         )
@@ -73,6 +83,25 @@ class DeployHistoryStore:
                 return (await session.execute(stmt)).first() is not None
         except (OperationalError, DBAPIError) as exc:
             raise TemporaryError(f"deploy history write failed: {type(exc.orig).__name__}", reason="store") from exc
+
+    async def record_many(self, connection: AsyncConnection, events: Sequence[DeployEvent]) -> int:
+        """Store the unknown ``events`` on ``connection``, inside the caller's transaction; how many were new.
+
+        The Kafka consumer passes this to ``Inbox.accept_deploys`` so an event's inbox row and its
+        history row commit together (one transaction per batch instead of two per event).
+        """
+        dialect = sqlite if self._store.is_sqlite else postgresql
+        # Core insert with a list of parameter sets: one multi-row VALUES per chunk ("insertmanyvalues").
+        stmt = (
+            dialect.insert(DeployRow.__table__)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(DeployRow.__table__.c.id)
+        )
+        rows = [_values(e) for e in events]
+        new = 0
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            new += len((await connection.execute(stmt, rows[start : start + _INSERT_CHUNK])).all())
+        return new
 
     async def snapshot(
         self,

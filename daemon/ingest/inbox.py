@@ -6,22 +6,29 @@ consumer call ``accept_*``; only after that transaction commits do they answer
 are keyed on the event's dedupe key with ``INSERT … ON CONFLICT DO NOTHING``
 (SQLite and PostgreSQL), so redeliveries — Alertmanager HA sends duplicates on
 purpose — and concurrent deliveries of the same alert create one row. The
-``Dispatcher`` reads pending rows in id order and marks them processed.
+``Dispatcher`` reads pending rows in id order and marks them processed, many per UPDATE.
+
+The ``max_pending`` bound is checked against an estimate kept in memory (counted
+from the database at the first write, then moved by this process's inserts and
+closes) instead of a ``COUNT(*)`` per request: the count cost more than the
+insert it guarded. Other replicas' API writes move the real number without
+telling us, so the estimate is recounted every ``resync_s`` seconds and always
+before a refusal: a refusal is never based on a stale number.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from daemon.clock import Clock
 from daemon.errors import QueueFullError, TemporaryError
@@ -36,6 +43,8 @@ log = get_logger(__name__)
 ItemKind = Literal["alert", "deploy"]
 # Rows per INSERT statement: 6 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
 _INSERT_CHUNK = 500
+# Ids per UPDATE … WHERE id IN (…): one bound parameter each.
+_UPDATE_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,22 @@ class AcceptResult:
 
     accepted: int
     duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeployBatchResult:
+    """Of a batch of deploy events, the leading ``stored`` are durable (``accepted`` of them new rows).
+
+    ``stored`` is less than the batch when the inbox ran out of room: the rest were not written
+    and must be offered again later (the Kafka consumer leaves their offsets uncommitted).
+    """
+
+    stored: int
+    accepted: int
+
+
+# Writes extra rows for the same events inside the inbox's transaction (the deploy history).
+AlongsideWriter = Callable[[AsyncConnection, Sequence[DeployEvent]], Awaitable[object]]
 
 
 def partition_key(labels: Mapping[str, str], fallback: str) -> str:
@@ -80,6 +105,11 @@ def as_utc(when: datetime) -> datetime:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched; both drivers report it (``CursorResult.rowcount``)."""
+    return max(0, int(getattr(result, "rowcount", 0)))
+
+
 def _decode(row: InboxRow) -> InboxItem:
     received = as_utc(row.received_at)
     if row.kind == "alert":
@@ -92,10 +122,14 @@ def _decode(row: InboxRow) -> InboxItem:
 class Inbox:
     """Durable, deduplicating, bounded inbox over ``InboxRow``."""
 
-    def __init__(self, store: Store, clock: Clock, *, max_pending: int = 10000) -> None:
+    def __init__(self, store: Store, clock: Clock, *, max_pending: int = 10000, resync_s: float = 5.0) -> None:
         self._store = store
         self._clock = clock
         self.max_pending = max_pending
+        self._resync = timedelta(seconds=resync_s)
+        # Unprocessed rows as this process believes; None until counted from the database.
+        self._pending_estimate: int | None = None
+        self._counted_at: datetime | None = None
         self._listeners: list[Callable[[], None]] = []
         # SQLite has one writer; a read-then-write transaction racing another writer fails with
         # SQLITE_BUSY instead of waiting, so this process queues its own writers.
@@ -122,13 +156,34 @@ class Inbox:
 
     async def _count_pending(self, session: AsyncSession) -> int:
         stmt = select(func.count()).select_from(InboxRow).where(InboxRow.processed_at.is_(None))
-        return int((await session.execute(stmt)).scalar_one())
+        pending = int((await session.execute(stmt)).scalar_one())
+        self._pending_estimate, self._counted_at = pending, self._clock.now()
+        return pending
+
+    async def _pending_before_write(self, session: AsyncSession) -> int:
+        """The pending count to check the bound with: the estimate, or a fresh count when it may mislead."""
+        estimate, counted_at = self._pending_estimate, self._counted_at
+        if (
+            estimate is None
+            or counted_at is None
+            or estimate >= self.max_pending  # about to refuse: make sure
+            or self._clock.now() - counted_at >= self._resync  # other replicas may have written
+        ):
+            return await self._count_pending(session)
+        return estimate
+
+    def _moved(self, delta: int) -> None:
+        """Apply this process's own inserts (+) and closes (-) to the estimate and the gauge."""
+        if self._pending_estimate is None:
+            return
+        self._pending_estimate = max(0, self._pending_estimate + delta)
+        INBOX_PENDING.set(self._pending_estimate)
 
     async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert ``rows`` in one transaction; the number actually inserted. Raises QueueFullError first."""
         with _store_errors("write"):
             async with self._write_lock, self._store.transaction() as session:
-                pending = await self._count_pending(session)
+                pending = await self._pending_before_write(session)
                 if pending >= self.max_pending:
                     INBOX_PENDING.set(pending)
                     raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
@@ -139,7 +194,7 @@ class Inbox:
                 for start in range(0, len(rows), _INSERT_CHUNK):
                     result = await connection.execute(self._insert_many(), list(rows[start : start + _INSERT_CHUNK]))
                     inserted += len(result.all())
-        INBOX_PENDING.set(pending + inserted)
+        self._moved(inserted)
         if inserted:
             for callback in self._listeners:
                 callback()
@@ -176,6 +231,50 @@ class Inbox:
         }
         return await self._write([row]) == 1
 
+    async def accept_deploys(
+        self, events: Sequence[DeployEvent], *, alongside: AlongsideWriter | None = None
+    ) -> DeployBatchResult:
+        """Write deploy events (new ``event_id``s only) and ``alongside``'s rows in ONE transaction.
+
+        Only as many events as the inbox has room for are taken, in order, so ``max_pending`` is
+        never exceeded; ``QueueFullError`` when there is no room at all. ``alongside`` gets the
+        connection and the events taken, so the deploy history commits (or not) with the inbox.
+        """
+        if not events:
+            return DeployBatchResult(0, 0)
+        received = as_utc(self._clock.now())
+        with _store_errors("write"):
+            async with self._write_lock, self._store.transaction() as session:
+                pending = await self._count_pending(session)
+                room = self.max_pending - pending
+                if room <= 0:
+                    INBOX_PENDING.set(pending)
+                    raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
+                taken = events[:room]
+                rows = [
+                    {
+                        "dedupe_key": f"deploy:{e.event_id}",
+                        "kind": "deploy",
+                        "source": "kafka",
+                        "partition_key": f"{e.namespace}/{e.deployment}",
+                        "payload": e.to_json(),
+                        "received_at": received,
+                    }
+                    for e in taken
+                ]
+                connection = await session.connection()
+                inserted = 0
+                for start in range(0, len(rows), _INSERT_CHUNK):
+                    result = await connection.execute(self._insert_many(), rows[start : start + _INSERT_CHUNK])
+                    inserted += len(result.all())
+                if alongside is not None:
+                    await alongside(connection, taken)
+        self._moved(inserted)  # _count_pending above set the estimate to ``pending``
+        if inserted:
+            for callback in self._listeners:
+                callback()
+        return DeployBatchResult(len(taken), inserted)
+
     async def has_room(self) -> bool:
         """Whether an accept would pass the ``max_pending`` bound right now (the Kafka consumer resumes on it)."""
         with _store_errors("count"):
@@ -207,13 +306,32 @@ class Inbox:
 
     async def mark_processed(self, item_id: int, error: str | None = None) -> None:
         """Close a row: handled (``error`` None) or given up on with the reason recorded."""
+        await self.mark_processed_many([(item_id, error)])
+
+    async def mark_processed_many(self, closed: Sequence[tuple[int, str | None]]) -> int:
+        """Close many rows in one transaction, one UPDATE per distinct error; how many were still open.
+
+        All or nothing: on ``TemporaryError`` no row was closed and the caller may retry the same list.
+        """
+        by_error: dict[str | None, list[int]] = {}
+        for item_id, error in closed:
+            by_error.setdefault(error, []).append(item_id)
+        if not by_error:
+            return 0
+        now = self._clock.now()
+        updated = 0
         with _store_errors("update"):
             # The same in-process writer queue as accepts: concurrent SQLite writers otherwise meet in
             # SQLite's busy handler, which sleeps, and starve the webhook (seen in bench/ingest.py).
             async with self._write_lock, self._store.transaction() as session:
-                await session.execute(
-                    update(InboxRow)
-                    .where(InboxRow.id == item_id, InboxRow.processed_at.is_(None))
-                    .values(processed_at=self._clock.now(), error=error)
-                )
-                INBOX_PENDING.set(await self._count_pending(session))
+                for error, ids in by_error.items():
+                    for start in range(0, len(ids), _UPDATE_CHUNK):
+                        result = await session.execute(
+                            update(InboxRow)
+                            .where(InboxRow.id.in_(ids[start : start + _UPDATE_CHUNK]), InboxRow.processed_at.is_(None))
+                            .values(processed_at=now, error=error)
+                            .execution_options(synchronize_session=False)
+                        )
+                        updated += _rowcount(result)
+        self._moved(-updated)
+        return updated

@@ -12,6 +12,7 @@ from types import MappingProxyType
 
 from daemon.model import (
     Alert,
+    AlertStatus,
     ApprovalRequirement,
     Comparator,
     Decision,
@@ -63,12 +64,27 @@ class RuleSet:
         self._thresholds_by_name = MappingProxyType({t.spec.name: t for t in thresholds})
         self._decisions_by_name = MappingProxyType({d.name: d for d in decisions})
         self._tables = engine.EngineTables(RuleIndex(decisions), self._thresholds_by_name, self.routing, guard)
+        self._correlating = any(d.correlate_within_s is not None for d in decisions)
 
     # --- evaluation -----------------------------------------------------------------------
 
     def evaluate(self, alert: Alert, history: DeployHistory) -> list[Decision]:
         """Decisions for ``alert`` given the recent deployments, each with its verification; pure."""
         return [replace(d, verify=self.verify_for(d)) for d in engine.evaluate(self._tables, alert, history)]
+
+    def needs_history(self, alert: Alert) -> bool:
+        """Whether ``evaluate`` may read the deploy history for ``alert``; False lets callers skip reading it.
+
+        True when a decision rule that matches the alert correlates with deployments. Conservative:
+        an earlier matching rule might win first, and ``when`` conditions are not evaluated here.
+        """
+        if not self._correlating or alert.status is AlertStatus.RESOLVED:
+            return False
+        labels = {**alert.labels, "alertname": alert.name}
+        return any(
+            rule.correlate_within_s is not None and all(m.matches(labels) for m in rule.matchers)
+            for rule in self._tables.index.candidates(labels)
+        )
 
     def verify_for(self, decision: Decision) -> VerifySpec | None:
         """How to verify a rollback made for ``decision``: the targets' health checks and a PromQL check."""

@@ -9,7 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings
@@ -123,3 +124,52 @@ async def test_offsets_are_committed_only_for_stored_events(kafka: Kafka, store:
             await asyncio.sleep(0.2)
     ids = sorted(i.deploy.event_id for i in await inbox2.pending(10) if i.deploy)
     assert ids == ["e1", "e2"]
+
+
+async def test_batches_over_several_partitions_are_stored_once_and_committed_to_the_end(
+    kafka: Kafka, store: Store
+) -> None:
+    cfg = settings(kafka)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(cfg.deploy_topic, num_partitions=3, replication_factor=1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        sends = [
+            await producer.send(cfg.deploy_topic, value=json.dumps(event(f"m{i}")).encode(), partition=i % 3)
+            for i in range(450)
+        ]
+        sends.append(await producer.send(cfg.deploy_topic, value=b"[1]", partition=1))  # poison amid the rest
+        sends += [
+            await producer.send(cfg.deploy_topic, value=json.dumps(event(f"m{i}")).encode(), partition=2)
+            for i in range(440, 450)  # a producer retry's copies
+        ]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    clock = SystemClock()
+    inbox, history = Inbox(store, clock), DeployHistoryStore(store)
+    async with DeployConsumer(cfg, inbox, history, clock) as consumer:
+        deadline = time.monotonic() + 90
+        while consumer.processed < 461 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert consumer.processed == 461
+    items = await inbox.pending(1000)
+    assert sorted(i.deploy.event_id for i in items if i.deploy) == sorted(f"m{i}" for i in range(450))
+    snap = await history.snapshot("shop", "checkout-web", None, items[0].received_at.replace(year=2025), limit=1000)
+    assert len(snap.events) == 450
+    (letter,) = await dead_letters(kafka, cfg.dead_letter_topic, 1)
+    assert letter.value == b"[1]"
+    # The group's committed offsets reach the end of every partition: a restart re-reads nothing.
+    check = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=cfg.group_id, enable_auto_commit=False)
+    await check.start()
+    try:
+        parts = [TopicPartition(cfg.deploy_topic, p) for p in range(3)]
+        ends = await check.end_offsets(parts)
+        assert {tp: await check.committed(tp) for tp in parts} == ends
+    finally:
+        await check.stop()

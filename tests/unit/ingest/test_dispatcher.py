@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from sqlalchemy import select
@@ -153,3 +153,58 @@ async def test_wake_picks_up_new_rows_without_waiting_for_the_poll(store: Store,
         await dispatcher.wait_idle()
         await inbox.accept_alerts([alert()])
         await until(lambda: len(handler.seen) == 1)
+
+
+class CountingInbox(Inbox):
+    """The real inbox, counting close transactions; the first ``fail`` of them fail as if the store were down."""
+
+    def __init__(self, store: Store, clock: FakeClock, *, fail: int = 0) -> None:
+        super().__init__(store, clock)
+        self.close_calls: list[int] = []
+        self.fail = fail
+
+    async def mark_processed_many(self, closed: Sequence[tuple[int, str | None]]) -> int:
+        self.close_calls.append(len(closed))
+        if self.fail:
+            self.fail -= 1
+            raise TemporaryError("database is locked", reason="store")
+        return await super().mark_processed_many(closed)
+
+
+async def test_closes_are_written_many_per_transaction(store: Store, clock: FakeClock) -> None:
+    inbox, handler = CountingInbox(store, clock), Recorder()
+    await inbox.accept_alerts([alert(starts_min=i) for i in range(50)])
+    dispatcher = Dispatcher(inbox, handler, clock)
+    async with running(dispatcher):
+        await dispatcher.wait_idle()
+    assert await inbox.pending(100) == []
+    assert sum(inbox.close_calls) == 50
+    assert dispatcher.handled == 50
+    assert len(inbox.close_calls) < 50
+
+
+async def test_closes_that_fail_are_retried_without_handling_again(store: Store, clock: FakeClock) -> None:
+    inbox, handler = CountingInbox(store, clock, fail=1), Recorder()
+    await inbox.accept_alerts([alert(deployment=f"d{i}") for i in range(3)])
+    dispatcher = Dispatcher(inbox, handler, clock)
+    async with running(dispatcher):
+        await until(lambda: len(inbox.close_calls) >= 1)
+        assert len(await inbox.pending(10)) == 3  # handled, but not closed yet: still pending
+        await clock.advance(2)  # the retry backoff
+        await dispatcher.wait_idle()
+    assert await inbox.pending(10) == []
+    assert len(handler.seen) == 3
+
+
+async def test_a_dispatcher_run_again_after_stop_handles_what_stop_cancelled(store: Store, clock: FakeClock) -> None:
+    inbox, handler = Inbox(store, clock), Recorder()
+    handler.gate = asyncio.Event()  # leadership lost mid-handling
+    await inbox.accept_alerts([alert()])
+    dispatcher = Dispatcher(inbox, handler, clock)
+    async with running(dispatcher):
+        await until(lambda: handler.active >= 1)
+    handler.gate = None
+    async with running(dispatcher):  # leadership came back: the same dispatcher runs again
+        await dispatcher.wait_idle()
+    assert len(handler.seen) == 1
+    assert await inbox.pending(10) == []

@@ -97,3 +97,40 @@ def test_partition_key_is_the_deployment_when_labels_name_one() -> None:
     assert partition_key({"namespace": "shop", "deployment": "web"}, "X") == "shop/web"
     assert partition_key({"deployment": "web"}, "X") == "X"
     assert partition_key({}, "HighErrorRate") == "HighErrorRate"
+
+
+async def test_many_rows_close_in_one_call_each_with_its_outcome(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    await inbox.accept_alerts([alert(deployment=f"d{i}") for i in range(4)])
+    a, b, c, d = await inbox.pending(10)
+    assert await inbox.mark_processed_many([(a.id, None), (b.id, "rule_error: x"), (c.id, None)]) == 3
+    assert await inbox.mark_processed_many([(a.id, None)]) == 0  # already closed: not counted twice
+    assert [i.id for i in await inbox.pending(10)] == [d.id]
+    async with store.transaction() as s:
+        errors = [r.error for r in (await s.execute(select(InboxRow).order_by(InboxRow.id))).scalars()]
+    assert errors == [None, "rule_error: x", None, None]
+    assert INBOX_PENDING._value.get() == 1
+
+
+async def test_the_bound_sees_other_replicas_writes_after_a_resync(store: Store, clock: FakeClock) -> None:
+    mine, other = Inbox(store, clock, max_pending=3, resync_s=5), Inbox(store, clock)
+    await mine.accept_alerts([alert(deployment="a")])
+    await other.accept_alerts([alert(deployment=f"o{i}") for i in range(3)])  # another replica's API
+    await clock.advance(5)
+    with pytest.raises(QueueFullError):
+        await mine.accept_alerts([alert(deployment="b")])
+    assert await rows(store) == 4
+
+
+async def test_no_refusal_on_a_stale_count_when_another_replica_drained(store: Store, clock: FakeClock) -> None:
+    mine, leader = Inbox(store, clock, max_pending=2), Inbox(store, clock)
+    await mine.accept_alerts([alert(deployment="a"), alert(deployment="b")])  # full, as far as it knows
+    await leader.mark_processed_many([(i.id, None) for i in await leader.pending(10)])  # the leader drained it
+    assert (await mine.accept_alerts([alert(deployment="c")])).accepted == 1  # recounted, not refused
+
+
+async def test_the_bound_counts_rows_left_by_a_previous_process(store: Store, clock: FakeClock) -> None:
+    await Inbox(store, clock).accept_alerts([alert(deployment="a"), alert(deployment="b")])
+    restarted = Inbox(store, clock, max_pending=2)
+    with pytest.raises(QueueFullError):
+        await restarted.accept_alerts([alert(deployment="c")])
