@@ -11,11 +11,13 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 CACHE = Path(os.environ.get("ROLLBACKD_CACHE", Path.home() / ".cache" / "rollbackd"))
@@ -141,3 +143,44 @@ def http_ok(url: str, timeout: float = 2.0, **kwargs: object) -> bool:
             return 200 <= int(resp.status) < 300
     except (urllib.error.URLError, OSError):
         return False
+
+
+class LoopbackHTTP:
+    """A stdlib HTTP server on a free loopback port, served from a daemon thread (test peers)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        # port 0: the kernel picks a free port, no race with other listeners
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None

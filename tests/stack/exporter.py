@@ -17,8 +17,10 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Literal
+
+from tests.stack.base import LoopbackHTTP
 
 Kind = Literal["gauge", "counter"]
 LabelKey = tuple[tuple[str, str], ...]
@@ -56,8 +58,7 @@ class Exporter:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._families: dict[str, _Family] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTP("exporter")
         self.scrapes = 0
 
     # -- values -------------------------------------------------------------
@@ -151,21 +152,19 @@ class Exporter:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("exporter is not started")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     @property
     def address(self) -> str:
         """``127.0.0.1:PORT``, the scrape target."""
-        return f"127.0.0.1:{self.port}"
+        return self._http.address
 
     @property
     def url(self) -> str:
         return f"http://{self.address}/metrics"
 
     def start(self) -> Exporter:
-        if self._server is not None:
+        if self._http.running:
             return self
         exporter = self
 
@@ -185,19 +184,8 @@ class Exporter:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        # port 0: the kernel picks a free port, no race with other listeners
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="exporter", daemon=True)
-        self._thread.start()
+        self._http.start(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._http.stop()

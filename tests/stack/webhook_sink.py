@@ -17,8 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.stack.base import LoopbackHTTP
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,7 @@ class WebhookSink:
         self.status = status
         self._cond = threading.Condition()
         self._requests: list[Recorded] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTP("webhook-sink")
 
     @property
     def requests(self) -> list[Recorded]:
@@ -94,14 +95,12 @@ class WebhookSink:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("webhook sink is not started")
-        return int(self._server.server_address[1])
+        return self._http.port
 
     @property
     def address(self) -> str:
         """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
+        return self._http.address
 
     @property
     def url(self) -> str:
@@ -109,7 +108,7 @@ class WebhookSink:
         return f"http://{self.address}"
 
     def start(self) -> WebhookSink:
-        if self._server is not None:
+        if self._http.running:
             return self
         sink = self
 
@@ -155,18 +154,8 @@ class WebhookSink:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-sink", daemon=True)
-        self._thread.start()
+        self._http.start(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._http.stop()
