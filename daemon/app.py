@@ -47,7 +47,6 @@ from daemon.rules import RuleRegistry
 from daemon.sources.kafka import DeployConsumer
 from daemon.sources.poller import ThresholdPoller
 from daemon.sources.prometheus_query import PrometheusQuery
-from daemon.sources.publisher import DecisionPublisher
 from daemon.store.db import Store
 from daemon.tasks import Teardown, cancel_all, guarded
 
@@ -216,12 +215,7 @@ class Daemon:
             IS_LEADER.set(1)  # a single replica always acts
         inbox = Inbox(store, clock)
         history = DeployHistoryStore(store)
-        publisher: DecisionPublisher | None = None
-        if s.kafka.enabled and s.kafka.decisions_topic:
-            publisher = DecisionPublisher(s.kafka, instance=s.instance)
-            await publisher.start()
-            self._teardown.push("decision publisher", publisher.stop)
-        dispatcher = Dispatcher(inbox, Pipeline(rules, history, incidents, clock, publisher), clock)
+        dispatcher = Dispatcher(inbox, Pipeline(rules, history, incidents), clock)
         return Components(
             store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, dry_run,
             tuple(n.channel for n in notifiers),
@@ -242,7 +236,9 @@ class Daemon:
     async def _start_sources(self, c: Components) -> None:
         s = self.settings
         if s.kafka.enabled:
-            consumer = DeployConsumer(s.kafka, c.inbox, c.history, self.clock)
+            # Returns at once: the consumer joins its group in the background, so a broker that
+            # is down delays deploy events, never the daemon's start.
+            consumer = DeployConsumer(s.kafka, c.history, self.clock)
             await consumer.start()
             self._teardown.push("kafka consumer", consumer.stop)
         if c.query is not None:

@@ -1,27 +1,26 @@
-"""The glue between the inbox and the incidents: evaluate each event against the rules.
+"""The glue between the inbox and the incidents: evaluate each alert against the rules.
 
-The dispatcher hands every inbox item to ``Pipeline.handle`` in per-target
-order. A firing alert is evaluated (pure, against a snapshot of the recent
-deploy history, read only when a rule that may match correlates) and each
-decision goes to the incident service; a resolved alert updates the incident
-it belongs to. Decisions are also published for
-other systems when a publisher is configured.
+The dispatcher hands every inbox item (an alert) to ``Pipeline.handle`` in
+per-target order. A firing alert is evaluated (pure, against a snapshot of the
+recent deploy history, read only when a rule that may match correlates) and
+each decision goes to the incident service; a resolved alert updates the
+incident it belongs to. Publishing the decision to Kafka is not done here: the
+incident service queues it in the outbox with the incident change, so a broker
+outage never holds up a decision.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Protocol
+from datetime import timedelta
 
 import structlog
 
-from daemon.clock import Clock
 from daemon.incidents.service import IncidentService
 from daemon.ingest import InboxItem
 from daemon.ingest.history import DeployHistoryStore
 from daemon.logs import get_logger
 from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
-from daemon.model import Alert, AlertStatus, Decision, DeployHistory
+from daemon.model import Alert, AlertStatus, DeployHistory
 from daemon.rules import RuleRegistry
 from daemon.rules.ruleset import RuleSet
 
@@ -32,10 +31,6 @@ HISTORY_WINDOW = timedelta(hours=24)
 _NO_HISTORY = DeployHistory()
 
 
-class DecisionSink(Protocol):
-    async def publish_decision(self, incident_id: str, decision: Decision, at: datetime) -> None: ...
-
-
 class Pipeline:
     """The dispatcher's handler: inbox item → rules → incidents."""
 
@@ -44,18 +39,12 @@ class Pipeline:
         rules: RuleRegistry,
         history: DeployHistoryStore,
         incidents: IncidentService,
-        clock: Clock,
-        publisher: DecisionSink | None = None,
     ) -> None:
         self._rules = rules
         self._history = history
         self._incidents = incidents
-        self._clock = clock
-        self._publisher = publisher
 
     async def handle(self, item: InboxItem) -> None:
-        if item.alert is None:
-            return  # deploy events are recorded in the history when they are accepted
         alert = item.alert
         with structlog.contextvars.bound_contextvars(source=alert.source, alert=alert.name):
             if alert.status is AlertStatus.RESOLVED:
@@ -71,8 +60,6 @@ class Pipeline:
                 DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()
                 view = await self._incidents.on_decision(decision, alert)
                 log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
-                if self._publisher is not None:
-                    await self._publisher.publish_decision(view.id, decision, self._clock.now())
 
     async def _history_for(self, rules: RuleSet, alert: Alert) -> DeployHistory:
         """The recent deploys of the alert's target, read only when a rule that may match correlates."""

@@ -193,7 +193,7 @@ class Replay:
     # --- helpers --------------------------------------------------------------------------------
 
     def _first(self, key: str, at: datetime, what: str) -> bool:
-        """The inbox's dedupe: a redelivered alert or deploy event is news only once."""
+        """The live dedupe (the inbox's for alerts, the deploy history's event id for deploys): news only once."""
         if key in self._seen:
             self._step(at, "duplicate", f"duplicate ignored: {what}")
             return False

@@ -1,10 +1,13 @@
 """Deployment history: what ran where and when, for correlating an alert with a recent deploy.
 
-Fed by the Kafka consumer (``sources.kafka``) next to the inbox; read by the
-rules stage as a ``daemon.model.DeployHistory`` snapshot, newest first, so a
-decision rule can require "the alert started within N minutes after a deploy of
-the affected service" and name that deploy (and its revision) as the target.
-``record`` and ``record_many`` are idempotent on the event id, because Kafka redelivers.
+Fed by the Kafka consumer (``sources.kafka``), which writes here and nowhere
+else: deploy events never enter the alert inbox, so a burst of them cannot use
+up the inbox's bound and turn alert webhooks away. Read by the rules stage as a
+``daemon.model.DeployHistory`` snapshot, newest first, so a decision rule can
+require "the alert started within N minutes after a deploy of the affected
+service" and name that deploy (and its revision) as the target. Every write is
+idempotent on the event id (``INSERT … ON CONFLICT DO NOTHING``), because Kafka
+redelivers: this is the deploy events' own dedupe.
 """
 
 from __future__ import annotations
@@ -84,12 +87,22 @@ class DeployHistoryStore:
         except (OperationalError, DBAPIError) as exc:
             raise TemporaryError(f"deploy history write failed: {type(exc.orig).__name__}", reason="store") from exc
 
-    async def record_many(self, connection: AsyncConnection, events: Sequence[DeployEvent]) -> int:
-        """Store the unknown ``events`` on ``connection``, inside the caller's transaction; how many were new.
+    async def record_batch(self, events: Sequence[DeployEvent]) -> int:
+        """Store the unknown ``events`` in ONE transaction; how many were new.
 
-        The Kafka consumer passes this to ``Inbox.accept_deploys`` so an event's inbox row and its
-        history row commit together (one transaction per batch instead of two per event).
+        The Kafka consumer calls this once per fetched batch and commits the batch's offsets only
+        after it returned: all of the batch is durable, or none of it (``TemporaryError``).
         """
+        if not events:
+            return 0
+        try:
+            async with self._store.transaction() as session:
+                return await self.record_many(await session.connection(), events)
+        except (OperationalError, DBAPIError) as exc:
+            raise TemporaryError(f"deploy history write failed: {type(exc.orig).__name__}", reason="store") from exc
+
+    async def record_many(self, connection: AsyncConnection, events: Sequence[DeployEvent]) -> int:
+        """Store the unknown ``events`` on ``connection``, inside the caller's transaction; how many were new."""
         dialect = sqlite if self._store.is_sqlite else postgresql
         # Core insert with a list of parameter sets: one multi-row VALUES per chunk ("insertmanyvalues").
         stmt = (

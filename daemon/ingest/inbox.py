@@ -1,8 +1,10 @@
-"""The durable inbox: every accepted alert or deploy event is written here before the sender hears "ok".
+"""The durable inbox: every accepted alert is written here before the sender hears "ok".
 
-Second stage of the pipeline. The webhook receivers, the poller and the Kafka
-consumer call ``accept_*``; only after that transaction commits do they answer
-2xx or commit the Kafka offset, so a crash after the answer loses nothing. Rows
+Second stage of the pipeline. The webhook receivers and the poller call
+``accept_alerts``; only after that transaction commits do they answer 2xx, so a
+crash after the answer loses nothing. Deploy events do not come here: the Kafka
+consumer writes them straight to the deploy history (``ingest.history``), so
+they never count against the bound below. Rows
 are keyed on the event's dedupe key with ``INSERT … ON CONFLICT DO NOTHING``
 (SQLite and PostgreSQL), so redeliveries — Alertmanager HA sends duplicates on
 purpose — and concurrent deliveries of the same alert create one row. The
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -28,19 +30,19 @@ from typing import Any, Literal
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.clock import Clock
 from daemon.errors import QueueFullError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_PENDING
-from daemon.model import Alert, DeployEvent
+from daemon.model import Alert
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
 
 log = get_logger(__name__)
 
-ItemKind = Literal["alert", "deploy"]
+ItemKind = Literal["alert"]
 # Rows per INSERT statement: 6 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
 _INSERT_CHUNK = 500
 # Ids per UPDATE … WHERE id IN (…): one bound parameter each.
@@ -49,14 +51,13 @@ _UPDATE_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class InboxItem:
-    """One pending inbox row, decoded: exactly one of ``alert`` and ``deploy`` is set."""
+    """One pending inbox row, decoded."""
 
     id: int
     kind: ItemKind
     partition_key: str
     received_at: datetime
-    alert: Alert | None = None
-    deploy: DeployEvent | None = None
+    alert: Alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,22 +66,6 @@ class AcceptResult:
 
     accepted: int
     duplicates: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeployBatchResult:
-    """Of a batch of deploy events, the leading ``stored`` are durable (``accepted`` of them new rows).
-
-    ``stored`` is less than the batch when the inbox ran out of room: the rest were not written
-    and must be offered again later (the Kafka consumer leaves their offsets uncommitted).
-    """
-
-    stored: int
-    accepted: int
-
-
-# Writes extra rows for the same events inside the inbox's transaction (the deploy history).
-AlongsideWriter = Callable[[AsyncConnection, Sequence[DeployEvent]], Awaitable[object]]
 
 
 def partition_key(labels: Mapping[str, str], fallback: str) -> str:
@@ -114,8 +99,7 @@ def _decode(row: InboxRow) -> InboxItem:
     received = as_utc(row.received_at)
     if row.kind == "alert":
         return InboxItem(row.id, "alert", row.partition_key, received, alert=Alert.from_json(row.payload))
-    if row.kind == "deploy":
-        return InboxItem(row.id, "deploy", row.partition_key, received, deploy=DeployEvent.from_json(row.payload))
+    # "deploy" rows were written by versions that queued deploy events here; the history has them.
     raise ValueError(f"unknown inbox kind {row.kind!r}")
 
 
@@ -219,64 +203,8 @@ class Inbox:
         inserted = await self._write(rows)
         return AcceptResult(inserted, len(rows) - inserted)
 
-    async def accept_deploy(self, event: DeployEvent) -> bool:
-        """Write a deploy event unless its ``event_id`` was seen; True when it is new."""
-        row = {
-            "dedupe_key": f"deploy:{event.event_id}",
-            "kind": "deploy",
-            "source": "kafka",
-            "partition_key": f"{event.namespace}/{event.deployment}",
-            "payload": event.to_json(),
-            "received_at": as_utc(self._clock.now()),
-        }
-        return await self._write([row]) == 1
-
-    async def accept_deploys(
-        self, events: Sequence[DeployEvent], *, alongside: AlongsideWriter | None = None
-    ) -> DeployBatchResult:
-        """Write deploy events (new ``event_id``s only) and ``alongside``'s rows in ONE transaction.
-
-        Only as many events as the inbox has room for are taken, in order, so ``max_pending`` is
-        never exceeded; ``QueueFullError`` when there is no room at all. ``alongside`` gets the
-        connection and the events taken, so the deploy history commits (or not) with the inbox.
-        """
-        if not events:
-            return DeployBatchResult(0, 0)
-        received = as_utc(self._clock.now())
-        with _store_errors("write"):
-            async with self._write_lock, self._store.transaction() as session:
-                pending = await self._count_pending(session)
-                room = self.max_pending - pending
-                if room <= 0:
-                    INBOX_PENDING.set(pending)
-                    raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
-                taken = events[:room]
-                rows = [
-                    {
-                        "dedupe_key": f"deploy:{e.event_id}",
-                        "kind": "deploy",
-                        "source": "kafka",
-                        "partition_key": f"{e.namespace}/{e.deployment}",
-                        "payload": e.to_json(),
-                        "received_at": received,
-                    }
-                    for e in taken
-                ]
-                connection = await session.connection()
-                inserted = 0
-                for start in range(0, len(rows), _INSERT_CHUNK):
-                    result = await connection.execute(self._insert_many(), rows[start : start + _INSERT_CHUNK])
-                    inserted += len(result.all())
-                if alongside is not None:
-                    await alongside(connection, taken)
-        self._moved(inserted)  # _count_pending above set the estimate to ``pending``
-        if inserted:
-            for callback in self._listeners:
-                callback()
-        return DeployBatchResult(len(taken), inserted)
-
     async def has_room(self) -> bool:
-        """Whether an accept would pass the ``max_pending`` bound right now (the Kafka consumer resumes on it)."""
+        """Whether an accept would pass the ``max_pending`` bound right now ."""
         with _store_errors("count"):
             async with self._store.transaction() as session:
                 pending = await self._count_pending(session)

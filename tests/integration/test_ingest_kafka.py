@@ -1,4 +1,7 @@
-"""Deployment events from the real Kafka: stored before commit, poison to the dead-letter topic, consumer goes on."""
+"""Deployment events from the real Kafka: stored in the history before commit, poison dead-lettered, consumer goes on.
+
+Deploy events go to the deploy history only: none of these tests finds a row in the alert inbox.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +9,25 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sqlalchemy import func, select
 
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings
-from daemon.ingest import DeployHistoryStore, Inbox
+from daemon.ingest import DeployHistoryStore
 from daemon.sources.kafka import ERROR_HEADER, REASON_HEADER, DeployConsumer
 from daemon.store.db import Store
+from daemon.store.tables import InboxRow
 from tests.stack.kafka import Kafka
 
 pytestmark = pytest.mark.integration
 T = "2026-01-01T10:00:00Z"
+SINCE = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def event(event_id: str) -> dict[str, Any]:
@@ -73,23 +80,42 @@ async def dead_letters(kafka: Kafka, topic: str, count: int) -> list[Any]:
         await consumer.stop()
 
 
+async def inbox_rows(store: Store) -> int:
+    async with store.transaction() as s:
+        return int((await s.execute(select(func.count()).select_from(InboxRow))).scalar_one())
+
+
+async def committed(kafka: Kafka, cfg: KafkaSettings, partitions: int = 1) -> dict[TopicPartition, int | None]:
+    check = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=cfg.group_id, enable_auto_commit=False)
+    await check.start()
+    try:
+        return {
+            tp: await check.committed(tp) for tp in (TopicPartition(cfg.deploy_topic, p) for p in range(partitions))
+        }
+    finally:
+        await check.stop()
+
+
+async def wait_processed(consumer: DeployConsumer, count: int) -> None:
+    deadline = time.monotonic() + 90
+    while consumer.processed < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert consumer.processed == count
+
+
 async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_stored(kafka: Kafka, store: Store) -> None:
     cfg = settings(kafka)
     clock = SystemClock()
-    inbox, history = Inbox(store, clock), DeployHistoryStore(store)
+    history = DeployHistoryStore(store)
     good = json.dumps(event("evt-good")).encode()
     await produce(
         kafka, cfg.deploy_topic, [b"{not json", json.dumps(event("x") | {"type": "boom"}).encode(), good, good]
     )
-    async with DeployConsumer(cfg, inbox, history, clock) as consumer:
-        deadline = time.monotonic() + 90
-        while consumer.processed < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert consumer.processed == 4
-    items = await inbox.pending(10)
-    assert [i.deploy.event_id for i in items if i.deploy] == ["evt-good"]  # the redelivered copy made no second row
-    snap = await history.snapshot("shop", "checkout-web", None, items[0].received_at.replace(year=2025))
-    assert [e.event_id for e in snap.events] == ["evt-good"]
+    async with DeployConsumer(cfg, history, clock) as consumer:
+        await wait_processed(consumer, 4)
+    snap = await history.snapshot("shop", "checkout-web", None, SINCE)
+    assert [e.event_id for e in snap.events] == ["evt-good"]  # the redelivered copy made no second row
+    assert await inbox_rows(store) == 0
     letters = await dead_letters(kafka, cfg.dead_letter_topic, 2)
     assert len(letters) == 2
     headers = [dict(r.headers) for r in letters]
@@ -99,31 +125,31 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_stored
     assert letters[0].value == b"{not json"
 
 
-async def test_offsets_are_committed_only_for_stored_events(kafka: Kafka, store: Store) -> None:
+async def test_offsets_are_committed_only_after_the_history_has_the_events(kafka: Kafka, store: Store) -> None:
+    """With the database unreachable the consumer retries and stays up, and commits nothing."""
     cfg = settings(kafka)
     clock = SystemClock()
-    inbox, history = Inbox(store, clock, max_pending=1), DeployHistoryStore(store)
     await produce(kafka, cfg.deploy_topic, [json.dumps(event(f"e{i}")).encode() for i in range(3)])
-    async with DeployConsumer(cfg, inbox, history, clock) as consumer:
-        deadline = time.monotonic() + 60
-        while consumer.processed < 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(2)
-        assert consumer.processed == 1  # inbox full: paused, nothing else committed
-        (first,) = await inbox.pending(10)
-        await inbox.mark_processed(first.id)  # room again: resumed
-        deadline = time.monotonic() + 60
-        while consumer.processed < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert consumer.processed == 2
-    # A new consumer in the same group starts after the committed offsets: e2 is still to come.
-    inbox2 = Inbox(store, clock)
-    async with DeployConsumer(cfg, inbox2, history, clock) as again:
-        deadline = time.monotonic() + 60
-        while again.processed < 1 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-    ids = sorted(i.deploy.event_id for i in await inbox2.pending(10) if i.deploy)
-    assert ids == ["e1", "e2"]
+    # Nothing listens on port 1: every write is refused, as while the database restarts.
+    down = Store("postgresql+asyncpg://rollbackd@127.0.0.1:1/rollbackd")
+    try:
+        async with DeployConsumer(cfg, DeployHistoryStore(down), clock) as failing:
+            deadline = time.monotonic() + 60
+            while failing.retries < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert failing.retries >= 3  # the same batch, retried with backoff, by a consumer still running
+            assert failing.running
+            assert failing.processed == 0
+    finally:
+        await down.close()
+    assert await committed(kafka, cfg) == {TopicPartition(cfg.deploy_topic, 0): None}
+    # A consumer in the same group with a working store gets every event: none was skipped.
+    history = DeployHistoryStore(store)
+    async with DeployConsumer(cfg, history, clock) as again:
+        await wait_processed(again, 3)
+    snap = await history.snapshot("shop", "checkout-web", None, SINCE)
+    assert sorted(e.event_id for e in snap.events) == ["e0", "e1", "e2"]
+    assert await committed(kafka, cfg) == {TopicPartition(cfg.deploy_topic, 0): 3}
 
 
 async def test_batches_over_several_partitions_are_stored_once_and_committed_to_the_end(
@@ -152,24 +178,19 @@ async def test_batches_over_several_partitions_are_stored_once_and_committed_to_
     finally:
         await producer.stop()
     clock = SystemClock()
-    inbox, history = Inbox(store, clock), DeployHistoryStore(store)
-    async with DeployConsumer(cfg, inbox, history, clock) as consumer:
-        deadline = time.monotonic() + 90
-        while consumer.processed < 461 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert consumer.processed == 461
-    items = await inbox.pending(1000)
-    assert sorted(i.deploy.event_id for i in items if i.deploy) == sorted(f"m{i}" for i in range(450))
-    snap = await history.snapshot("shop", "checkout-web", None, items[0].received_at.replace(year=2025), limit=1000)
-    assert len(snap.events) == 450
+    history = DeployHistoryStore(store)
+    async with DeployConsumer(cfg, history, clock) as consumer:
+        await wait_processed(consumer, 461)
+    snap = await history.snapshot("shop", "checkout-web", None, SINCE, limit=1000)
+    assert sorted(e.event_id for e in snap.events) == sorted(f"m{i}" for i in range(450))
+    assert await inbox_rows(store) == 0
     (letter,) = await dead_letters(kafka, cfg.dead_letter_topic, 1)
     assert letter.value == b"[1]"
     # The group's committed offsets reach the end of every partition: a restart re-reads nothing.
-    check = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=cfg.group_id, enable_auto_commit=False)
+    check = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap)
     await check.start()
     try:
-        parts = [TopicPartition(cfg.deploy_topic, p) for p in range(3)]
-        ends = await check.end_offsets(parts)
-        assert {tp: await check.committed(tp) for tp in parts} == ends
+        ends = await check.end_offsets([TopicPartition(cfg.deploy_topic, p) for p in range(3)])
     finally:
         await check.stop()
+    assert await committed(kafka, cfg, partitions=3) == ends

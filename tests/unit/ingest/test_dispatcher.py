@@ -14,7 +14,7 @@ from daemon.ingest import Dispatcher, Inbox, InboxItem
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
 
-from .helpers import alert, deploy
+from .helpers import alert
 
 
 class Recorder:
@@ -33,7 +33,7 @@ class Recorder:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            key = item.alert.labels.get("deployment", "") if item.alert else item.deploy.event_id  # type: ignore[union-attr]
+            key = item.alert.labels.get("deployment", "")
             errors = self.script.get(key, [])
             if errors:
                 raise errors.pop(0)
@@ -95,7 +95,7 @@ async def test_a_stuck_key_does_not_hold_up_another(store: Store, clock: FakeClo
     dispatcher = Dispatcher(inbox, handler, clock)
     async with running(dispatcher):
         await until(lambda: len(handler.seen) == 1)
-        assert handler.seen[0].alert.labels["deployment"] == "fast"  # type: ignore[union-attr]
+        assert handler.seen[0].alert.labels["deployment"] == "fast"
         for _ in range(100):  # the retry after 30 s, then the second "slow" item in order
             if len(handler.seen) == 3:
                 break
@@ -132,8 +132,7 @@ async def test_a_handler_bug_is_recorded_not_retried_forever(store: Store, clock
 async def test_rows_left_by_a_crash_are_handled_by_the_next_run(store: Store, clock: FakeClock) -> None:
     inbox, handler = Inbox(store, clock), Recorder()
     handler.gate = asyncio.Event()  # the first daemon never finishes handling
-    await inbox.accept_alerts([alert()])
-    assert await inbox.accept_deploy(deploy("e9"))
+    await inbox.accept_alerts([alert(), alert(deployment="api")])
     first = Dispatcher(inbox, handler, clock)
     async with running(first):
         await until(lambda: handler.active >= 1)
@@ -143,7 +142,7 @@ async def test_rows_left_by_a_crash_are_handled_by_the_next_run(store: Store, cl
     second = Dispatcher(fresh, handler, clock)
     async with running(second):
         await second.wait_idle()
-    assert sorted(i.kind for i in handler.seen) == ["alert", "deploy"]
+    assert sorted(i.alert.labels["deployment"] for i in handler.seen) == ["api", "web"]
 
 
 async def test_wake_picks_up_new_rows_without_waiting_for_the_poll(store: Store, clock: FakeClock) -> None:
