@@ -88,6 +88,7 @@ class DaemonProcess:
     extra: dict[str, Any] = field(default_factory=dict)
     log_level: str = "warning"
     port: int = 0
+    instance: str | None = None  # the replica's name in the Lease (default: $HOSTNAME, the same for all)
     popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,6 +114,8 @@ class DaemonProcess:
         }
         for group, values in self.extra.items():
             cfg.setdefault(group, {}).update(values)
+        if self.instance:
+            cfg["instance"] = self.instance
         return cfg
 
     def start(self, timeout: float = 60.0) -> DaemonProcess:
@@ -144,6 +147,11 @@ class DaemonProcess:
     def log_tail(self, lines: int = 30) -> str:
         path = self.workdir / "rollbackd.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def send(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the daemon process alone (SIGSTOP/SIGCONT: a paused replica)."""
+        if self.popen is not None and self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL: the crash the durability promises are about."""

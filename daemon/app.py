@@ -30,7 +30,7 @@ from daemon.api.app import build_app
 from daemon.api.auth import TokenAuth
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
-from daemon.errors import ConfigError
+from daemon.errors import ConfigError, RollbackdError
 from daemon.incidents.service import IncidentService
 from daemon.ingest.dispatcher import Dispatcher
 from daemon.ingest.history import DeployHistoryStore
@@ -53,6 +53,7 @@ from daemon.tasks import Teardown, cancel_all, guarded
 log = get_logger(__name__)
 
 SHUTDOWN_BUDGET_S = 25.0  # below Kubernetes' default 30 s termination grace period
+RECOVERY_RETRY_S = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -191,7 +192,10 @@ class Daemon:
     ) -> Components:  # fmt: skip
         s, clock = self.settings, self.clock
         query = PrometheusQuery(s.prometheus.url, s.prometheus.query_timeout_s) if s.prometheus.url else None
-        executor = RollbackExecutor(api_client, store, clock, s.kubernetes, metric_query=query, dry_run=dry_run)
+        executor = RollbackExecutor(
+            api_client, store, clock, s.kubernetes, metric_query=query, dry_run=dry_run,
+            fence=leader.fence() if leader is not None else None,
+        )  # fmt: skip
         notifiers = self._notifiers()
         outbox = OutboxWorker(store, clock, notifiers)
         incidents = IncidentService(
@@ -331,9 +335,23 @@ async def _recover(c: Components) -> None:
 
 
 async def _recover_when_leading(c: Components, leader: LeaderElector) -> None:
-    await leader.elected.wait()
-    await _recover(c)
-    await asyncio.Event().wait()  # stays alive so the guarded task does not count as an early exit
+    """Recover on every acquisition of the Lease, and stop the rollback drivers on every loss.
+
+    Each new term may inherit intents another leader left open (it was paused, or partitioned),
+    not only the first one after start-up. On a loss the drivers stop at once (client-go's
+    OnStoppedLeading); their fence would refuse any write anyway, and the store keeps their state.
+    """
+    while True:
+        await leader.elected.wait()
+        while leader.is_leader:
+            try:
+                await _recover(c)
+                break
+            except RollbackdError as exc:  # the store or the apiserver is down: again while still leading
+                log.warning("recovery failed, retrying", error=str(exc), reason=exc.reason)
+                await asyncio.sleep(RECOVERY_RETRY_S)
+        await leader.not_leading.wait()
+        await c.incidents.close()
 
 
 async def _dispatch_while_leading(dispatcher: Dispatcher, leader: LeaderElector) -> None:
@@ -345,8 +363,12 @@ async def _dispatch_while_leading(dispatcher: Dispatcher, leader: LeaderElector)
         await leader.elected.wait()
         log.info("leading: processing the inbox")
         run = asyncio.create_task(dispatcher.run(), name="dispatcher")
-        while leader.is_leader and not run.done():
-            await asyncio.wait({run}, timeout=0.5)
+        lost = asyncio.create_task(leader.not_leading.wait(), name="leadership-lost")
+        try:
+            # The elector drops leadership at the renew deadline, so this stops before the Lease expires.
+            await asyncio.wait({run, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
         if run.done():
             run.result()  # a crash propagates to the guarded task
             return

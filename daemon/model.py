@@ -364,6 +364,7 @@ class TargetResult(enum.StrEnum):
     REFUSED = "refused"  # budget, loop breaker, GitOps, no previous revision
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # this replica lost the Lease before the write; the new leader carries on
 
 
 @dataclass(frozen=True, slots=True)

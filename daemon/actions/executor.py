@@ -8,6 +8,11 @@ before the patch makes the request idempotent: a re-executed request whose
 undo already happened answers ALREADY_DONE and only waits, and ``reconcile``
 settles intents a crash left open. With ``dry_run`` the API server validates
 the undo patch (server-side dry run) and nothing changes.
+
+Fencing: the ``Fence`` given at construction is checked when the intent is
+persisted (its token is stored with the intent) and again before each patch.
+A replica that lost the Lease reports its targets ``interrupted`` and leaves
+the intents open; the new leader's ``reconcile`` takes them over.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from kubernetes_asyncio.client.api_client import ApiClient
 
 from daemon.actions import group
 from daemon.actions.client import KubeApi
+from daemon.actions.fence import Fence, NotLeaderError, Unfenced
 from daemon.actions.group import ReconcileResult, Work
 from daemon.actions.intents import Intent, IntentStore
 from daemon.actions.safety import APPLIED_STATES, check_budget, check_gitops, check_loop
@@ -55,6 +61,7 @@ class RollbackExecutor:
         dry_run: bool = False,
         *,
         progress: ProgressListener | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.kube = KubeApi(api, settings.request_timeout_s) if api is not None else None
         self.intents = IntentStore(store)
@@ -63,6 +70,8 @@ class RollbackExecutor:
         self.metric_query = metric_query
         self.dry_run = dry_run
         self.progress = progress
+        # No fence given: a single replica, which is always the only writer.
+        self.fence: Fence = fence if fence is not None else Unfenced("local")
 
     async def execute(self, req: RollbackRequest) -> RollbackOutcome:
         """Roll back every target of ``req``; one outcome per target, then verification."""
@@ -75,12 +84,17 @@ class RollbackExecutor:
             works = await self._attempt(req, req.targets, dry)
             works = await self._retry_temporary(req, works, dry)
             outcomes = [w.outcome() for w in works]
+            fenced = [w for w in works if w.result is TargetResult.INTERRUPTED]
+            if fenced:
+                # Not an outcome to record on the incident: it is still rolling back, under a new leader.
+                self._finish(outcomes)
+                raise NotLeaderError(f"{fenced[0].target}: {fenced[0].detail}; left to the new leader")
             verified, verify_detail = await self._verify(req, works)
             return self._finish(outcomes, verified, verify_detail)
 
     async def _attempt(self, req: RollbackRequest, targets: tuple[Target, ...], dry: bool) -> list[Work]:
         assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
-        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress)
+        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress, fence=self.fence)
         works = [await self._prepare(req, t, dry) for t in targets]
         await run.execute(works)
         return works
@@ -133,6 +147,9 @@ class RollbackExecutor:
             existing = None
         deployment, replicasets = await load(self.kube, work.target)
         paused = bool((deployment.get("spec") or {}).get("paused"))
+        if not work.dry_run:
+            # The term this execution acts for: stored with the intent, checked before every write.
+            work.token = await self.fence.check()
         if existing is not None:
             current = current_replicaset(deployment, replicasets)
             live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
@@ -146,8 +163,9 @@ class RollbackExecutor:
                 if work.dry_run:
                     work.settle(TargetResult.ALREADY_DONE, "a previous attempt of this intent had rolled back")
                     return
-                if existing.state not in APPLIED_STATES:
-                    await self.intents.advance(work.key, "applied", self.clock.now(), patched=True)
+                state = existing.state if existing.state in APPLIED_STATES else "applied"
+                fence = work.token.as_detail() if work.token else None
+                await self.intents.advance(work.key, state, self.clock.now(), patched=True, fence=fence)
                 return
         refusal = check_gitops(deployment)
         if refusal is not None:
@@ -203,6 +221,7 @@ class RollbackExecutor:
                 "from_template_hash": plan.from_template_hash,
                 "pause": True,
                 "patched": False,
+                "fence": work.token.as_detail() if work.token else None,
             },
         )
 
@@ -231,7 +250,11 @@ class RollbackExecutor:
         results = []
         for intent in await self.intents.open_intents():
             try:
-                results.append(await group.reconcile_one(self.kube, self.intents, self.clock, intent))
+                results.append(await group.reconcile_one(self.kube, self.intents, self.clock, intent, self.fence))
+            except NotLeaderError as exc:
+                # Lost the Lease while reconciling: the next leader reconciles what is left.
+                log.warning("rollback.reconcile_fenced", intent=intent.id, error=str(exc))
+                break
             except RollbackdError as exc:
                 log.warning("rollback.reconcile_failed", intent=intent.id, reason=exc.reason, error=str(exc))
                 results.append(

@@ -3,8 +3,11 @@
 ``executor`` prepares one ``Work`` per target (checks done, intent
 persisted); ``GroupRun`` carries the prepared ones through the seed 8.2
 sequence, each step concurrently across targets, each failure confined to
-its target (a Deployment we paused is always resumed). ``reconcile_one``
-settles an intent a crash left open.
+its target (a Deployment we paused is always resumed). Every patch is
+preceded by a ``Fence`` check against the intent's fencing token: a replica
+that lost the Lease makes no write, reports the target ``interrupted`` and
+leaves the intent open for the new leader. ``reconcile_one`` settles an
+intent a crash (or a lost Lease) left open.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from daemon.actions.client import KubeApi
+from daemon.actions.fence import Fence, FencingToken, NotLeaderError
 from daemon.actions.intents import Intent, IntentStore
 from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, wait_for_rollout
 from daemon.actions.undo import UndoPlan, apply_plan, current_replicaset, load
@@ -47,12 +51,14 @@ class Work:
     patched_at: float | None = None
     notes: list[str] = field(default_factory=list)
     retriable: bool = False  # failed for a reason that may pass (apiserver down, 5xx, 429, timeout)
+    token: FencingToken | None = None  # the leadership term stored with the intent; every write checks it
 
     def settle(self, result: TargetResult, detail: str) -> None:
         self.result, self.detail = result, detail
 
     def fail(self, exc: RollbackdError, detail: str) -> None:
-        self.settle(TargetResult.FAILED, detail)
+        # Fenced out: not a failure of the rollback, which the new leader carries on.
+        self.settle(TargetResult.INTERRUPTED if isinstance(exc, NotLeaderError) else TargetResult.FAILED, detail)
         self.retriable = exc.retriable
 
     def already_done(self, intent: Intent) -> None:
@@ -85,12 +91,15 @@ class GroupRun:
         clock: Clock,
         settings: KubernetesSettings,
         progress: ProgressListener | None,
+        *,
+        fence: Fence,
     ) -> None:
         self.kube = kube
         self.intents = intents
         self.clock = clock
         self.settings = settings
         self.progress = progress
+        self.fence = fence
 
     async def _step(self, work: Work, name: str) -> None:
         if self.progress is not None:
@@ -99,7 +108,8 @@ class GroupRun:
     async def _fail(self, work: Work, exc: RollbackdError, during: str) -> None:
         log.warning("rollback.step_failed", target=str(work.target), step=during, reason=exc.reason, error=str(exc))
         work.fail(exc, f"{during} failed: {exc}")
-        if not work.done_before:
+        # A fenced replica writes nothing, not even to the intent: it is the new leader's now.
+        if not work.done_before and not isinstance(exc, NotLeaderError):
             await self.intents.advance(work.key, "failed", self.clock.now(), error=f"{during}: {exc}")
 
     async def execute(self, works: list[Work]) -> None:
@@ -111,6 +121,7 @@ class GroupRun:
 
     async def _pause(self, work: Work) -> None:
         try:
+            await self.fence.check(work.token)
             await self.kube.patch_deployment(
                 work.target.namespace, work.target.name, {"spec": {"paused": True}}, patch_type="merge"
             )
@@ -123,6 +134,7 @@ class GroupRun:
     async def _undo(self, work: Work) -> None:
         assert work.plan is not None  # noqa: S101 - active works without done_before have a plan
         try:
+            await self.fence.check(work.token)
             await apply_plan(self.kube, work.plan)
         except RollbackdError as exc:
             await self._fail(work, exc, "undo")
@@ -133,6 +145,7 @@ class GroupRun:
 
     async def _resume(self, work: Work) -> None:
         try:
+            await self.fence.check(work.token)
             await self.kube.patch_deployment(
                 work.target.namespace, work.target.name, {"spec": {"paused": False}}, patch_type="merge"
             )
@@ -178,8 +191,16 @@ class ReconcileResult:
     detail: str
 
 
-async def reconcile_one(kube: KubeApi, intents: IntentStore, clock: Clock, intent: Intent) -> ReconcileResult:
-    """Decide from the live Deployment whether the intent's undo happened; resume a pause of ours."""
+async def reconcile_one(
+    kube: KubeApi, intents: IntentStore, clock: Clock, intent: Intent, fence: Fence
+) -> ReconcileResult:
+    """Decide from the live Deployment whether the intent's undo happened; resume a pause of ours.
+
+    The intent is taken over first: stamped with this leader's token, so a former leader's
+    late write is refused by its own fence and this one's resume is checked against it.
+    """
+    token = await fence.check()
+    await intents.advance(intent.id, intent.state, clock.now(), fence=token.as_detail())
     deployment, replicasets = await load(kube, intent.target)
     current = current_replicaset(deployment, replicasets)
     live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
@@ -193,6 +214,7 @@ async def reconcile_one(kube: KubeApi, intents: IntentStore, clock: Clock, inten
     if after != intent.state:
         await intents.advance(intent.id, after, clock.now(), patched=applied, reconciled=True)
     if bool((deployment.get("spec") or {}).get("paused")) and intent.detail.get("pause"):
+        await fence.check(token)
         await kube.patch_deployment(
             intent.target.namespace, intent.target.name, {"spec": {"paused": False}}, patch_type="merge"
         )
