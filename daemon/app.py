@@ -2,7 +2,9 @@
 
 Start-up: store (migrated) → rules → Kubernetes (dry-run, loudly, if no
 cluster answers) → leader election → executor → incidents → inbox and
-dispatcher → outbox → Kafka consumer and poller → HTTP server. Signals only
+dispatcher → outbox (Slack, PagerDuty, Kafka publications) → Kafka consumer
+and poller → HTTP server. Nothing waits for the Kafka broker: the consumer
+joins its group and the publisher connects in the background. Signals only
 set events: SIGTERM/SIGINT stop, SIGHUP reloads the rules. Shutdown runs the
 registered teardown steps last-first within one time budget; an in-flight
 rollback is left to the executor's intent log and reconciled at next start.
@@ -47,6 +49,7 @@ from daemon.rules import RuleRegistry
 from daemon.sources.kafka import DeployConsumer
 from daemon.sources.poller import ThresholdPoller
 from daemon.sources.prometheus_query import PrometheusQuery
+from daemon.sources.publisher import KafkaPublisher
 from daemon.store.db import Store
 from daemon.tasks import Teardown, cancel_all, guarded
 
@@ -186,6 +189,15 @@ class Daemon:
             notifiers.append(pagerduty)
         return notifiers
 
+    def _publisher(self) -> KafkaPublisher | None:
+        """The outbox's kafka channel, when decisions are published; its producer starts on first use."""
+        k = self.settings.kafka
+        if not (k.enabled and k.decisions_topic):
+            return None
+        publisher = KafkaPublisher(k, client_id=self.settings.instance, clock=self.clock)
+        self._teardown.push("decision publisher", publisher.stop)  # LIFO: after the outbox has stopped
+        return publisher
+
     async def _build(
         self, store: Store, rules: RuleRegistry, api_client: ApiClient | None, leader: LeaderElector | None,
         dry_run: bool,
@@ -197,13 +209,15 @@ class Daemon:
             fence=leader.fence() if leader is not None else None,
         )  # fmt: skip
         notifiers = self._notifiers()
-        outbox = OutboxWorker(store, clock, notifiers)
+        publisher = self._publisher()
+        outbox = OutboxWorker(store, clock, [*notifiers, *([publisher] if publisher is not None else [])])
         incidents = IncidentService(
             store, clock, list(s.approvers), executor,
             manual_rollback=lambda: rules.current.manual_rollback,
             is_leader=(lambda: leader.is_leader) if leader is not None else (lambda: True),
             notify_channels=tuple(n.channel for n in notifiers),
             on_notify=outbox.wake,
+            publish_as=s.instance if publisher is not None else None,
         )  # fmt: skip
 
         async def finish_rollbacks() -> None:

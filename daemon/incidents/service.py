@@ -39,6 +39,7 @@ from daemon.incidents.machine import (
     open_incident,
     transition,
 )
+from daemon.incidents.publish import Publications
 from daemon.incidents.record import IncidentView
 from daemon.incidents.timers import TimerRunner
 from daemon.logs import get_logger
@@ -97,8 +98,11 @@ class IncidentService:
         policy: Policy | None = None,
         notify_channels: tuple[str, ...] = ("slack", "pagerduty"),
         on_notify: Callable[[], None] | None = None,
+        publish_as: str | None = None,
     ) -> None:
         self._store = store
+        # Decision and action events for the outbox's kafka channel, stamped with this replica's name.
+        self._publish = Publications(clock, publish_as)
         # Only channels that have a notifier get outbox rows; others would wait forever.
         self._notify_channels = notify_channels
         self._on_notify = on_notify
@@ -230,10 +234,13 @@ class IncidentService:
                         return False
                     if alert.fingerprint not in inc.firing:
                         repo.add_alert(s, inc.id, alert, self._clock.now())
+                    self._publish.decision(s, inc.id, decision)
                     return True
 
                 event = ev.Decided(at=self._clock.now(), actor=f"rule:{decision.rule}", fingerprint=alert.fingerprint)
                 applied = await self._apply(existing, event, extra=join, strict=False)
+                if self._publish.enabled and self._on_notify is not None:
+                    self._on_notify()  # a join may change nothing else, yet its decision event is due
                 if applied.view.open:
                     return applied.view
             raise ConcurrentUpdateError(decision.group_key)
@@ -277,6 +284,7 @@ class IncidentService:
                         comment="", at=now,
                     )  # fmt: skip
                 view = await self._write(s, incident_id, steps, new_incident=True)
+                self._publish.decision(s, incident_id, decision)
             log.info("incident opened", state=final.state.value, action=decision.action.value)
         self._after(_combined(steps))
         return view
@@ -488,7 +496,8 @@ class IncidentService:
         try:
             outcome = await self._executor.execute(req)
         except RollbackdError as exc:
-            await self._finish(incident_id, ev.RollbackFinished(at=self._clock.now(), ok=False, detail=str(exc)))
+            failed = ev.RollbackFinished(at=self._clock.now(), ok=False, detail=str(exc))
+            await self._finish(incident_id, failed, extra=self._published_failure(str(exc), automatic=req.automatic))
             return
         results = tuple(
             {"target": str(t.target), "result": t.result.value, "from": t.from_revision, "to": t.to_revision,
@@ -498,7 +507,9 @@ class IncidentService:
         ok = bool(outcome.targets) and all(t.result in _GOOD for t in outcome.targets)
         detail = "; ".join(_describe_outcome(t) for t in outcome.targets) or "no targets"
         await self._finish(
-            incident_id, ev.RollbackFinished(at=self._clock.now(), ok=ok, detail=detail, results=results)
+            incident_id,
+            ev.RollbackFinished(at=self._clock.now(), ok=ok, detail=detail, results=results),
+            extra=self._published_actions(outcome.targets, automatic=req.automatic),
         )
         if ok:
             check: ev.Event = (
@@ -516,8 +527,23 @@ class IncidentService:
             inc, _ = await repo.load(s, incident_id)
         return inc.state, inc.decision
 
-    async def _finish(self, incident_id: str, event: ev.Event) -> None:
-        await self._apply(incident_id, event, strict=False)
+    async def _finish(self, incident_id: str, event: ev.Event, *, extra: Extra | None = None) -> None:
+        await self._apply(incident_id, event, extra=extra, strict=False)
+
+    def _published_actions(self, outcomes: Sequence[TargetOutcome], *, automatic: bool) -> Extra:
+        # Written with RollbackFinished, even if the incident moved on meanwhile: the cluster did change.
+        async def write(s: AsyncSession, inc: Incident) -> bool:
+            self._publish.actions(s, inc.id, outcomes, automatic=automatic)
+            return True
+
+        return write
+
+    def _published_failure(self, detail: str, *, automatic: bool) -> Extra:
+        async def write(s: AsyncSession, inc: Incident) -> bool:
+            self._publish.failed(s, inc, detail, automatic=automatic)
+            return True
+
+        return write
 
     async def idle(self) -> None:
         """Wait until every rollback started so far has finished (tests, graceful shutdown)."""

@@ -1,97 +1,71 @@
-"""Publishes rollbackd's own decisions and actions to Kafka (``settings.decisions_topic``).
+"""The outbox's ``kafka`` channel: sends rollbackd's decision and action events to ``settings.decisions_topic``.
 
-The outbound end of the pipeline for other systems and for replay: incidents
-publish a ``decision`` event when the rules conclude something, actions an
-``action`` event for each thing done (or refused) on a target. Events follow
-``daemon/schemas/decision-event.v1.json`` (documented in ``docs/events.md``),
-are validated before sending, and are keyed by incident id so one incident's
-events stay in order on one partition. The producer waits for all in-sync
-replicas and is idempotent, so a retry inside the client never duplicates.
-With ``decisions_topic`` unset, publishing does nothing.
+The outbound end of the pipeline for other systems and for replay. Nothing
+here is awaited by a decision or a rollback: ``incidents`` queues each event
+(``sources.decision_events``) as an outbox row in the transaction of the change
+it reports, and ``notify.outbox.OutboxWorker`` hands the row to ``deliver``, as
+it hands Slack rows to Slack. So a broker outage only delays publications: the
+rows wait, in order per incident (the worker never sends row N+1 of an incident
+before row N), and none is lost. ``KafkaPublisher`` implements the worker's
+``Notifier`` protocol structurally; it lives here because aiokafka may only be
+imported under ``daemon.sources``.
+
+The producer starts on the first delivery, never at start-up, so a broker that
+is down does not keep the daemon from starting. While the broker cannot be
+reached every delivery raises ``TemporaryError`` with a delay from one shared,
+capped backoff, so waiting rows cost one connection attempt per interval, not
+one each. Events are keyed by incident id (one incident's events stay in order
+on one partition); the producer waits for all in-sync replicas and is
+idempotent. A delivery whose acknowledgement was lost is sent again with the
+same ``event_id``, which is how a consumer recognises the copy.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
+import asyncio
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from daemon.clock import Clock, SystemClock
 from daemon.config import KafkaSettings
-from daemon.errors import TemporaryError
-from daemon.model import Decision, TargetOutcome
+from daemon.errors import InputError, PermanentError, TemporaryError
+from daemon.logs import get_logger
+from daemon.sources.decision_events import HEADER, SCHEMA
 from daemon.sources.deploy_events import validate
 
-SCHEMA = "decision-event.v1.json"
+log = get_logger(__name__)
+
+CHANNEL = "kafka"
+# Bounds one send, so a broker that stopped answering cannot hold an outbox slot for aiokafka's 40 s default.
+SEND_TIMEOUT_S = 10.0
+# The broker is infrastructure next to us: once it is back, publications should follow within seconds.
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 10.0
 
 
-def decision_event(
-    incident_id: str, decision: Decision, at: datetime, *, instance: str, event_id: str | None = None
-) -> dict[str, Any]:
-    """The ``decision`` event for ``decision`` (validated against the schema)."""
-    event = {
-        "schema_version": 1,
-        "event_id": event_id or str(uuid.uuid4()),
-        "type": "decision",
-        "at": at.isoformat(),
-        "instance": instance,
-        "incident_id": incident_id,
-        "decision": decision.to_json(),
-    }
-    validate(SCHEMA, event, "decision event")
-    return event
+class KafkaPublisher:
+    """The ``kafka`` outbox channel; ``stop()`` is idempotent; usable as ``async with``."""
 
+    channel = CHANNEL
 
-def action_event(
-    incident_id: str,
-    name: str,
-    outcome: TargetOutcome,
-    at: datetime,
-    *,
-    instance: str,
-    automatic: bool = True,
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    """The ``action`` event for one target's outcome (validated against the schema)."""
-    event = {
-        "schema_version": 1,
-        "event_id": event_id or str(uuid.uuid4()),
-        "type": "action",
-        "at": at.isoformat(),
-        "instance": instance,
-        "incident_id": incident_id,
-        "action": {
-            "name": name,
-            "target": str(outcome.target),
-            "result": outcome.result.value,
-            "from_revision": outcome.from_revision,
-            "to_revision": outcome.to_revision,
-            "automatic": automatic,
-            "detail": outcome.detail,
-        },
-    }
-    validate(SCHEMA, event, "action event")
-    return event
-
-
-class DecisionPublisher:
-    """An idempotent producer for the decisions topic; ``start()``/``stop()`` idempotent, ``async with``."""
-
-    def __init__(self, settings: KafkaSettings, *, instance: str = "rollbackd") -> None:
+    def __init__(self, settings: KafkaSettings, *, client_id: str = "rollbackd", clock: Clock | None = None) -> None:
+        if not settings.decisions_topic:
+            raise ValueError("KafkaPublisher needs kafka.decisions_topic")
         self._settings = settings
-        self.instance = instance
+        self._topic = settings.decisions_topic
+        self._client_id = f"{client_id}-decisions"
+        self._clock = clock or SystemClock()
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+        self._failures = 0
+        self._retry_at: datetime | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._settings.decisions_topic)
-
-    async def __aenter__(self) -> DecisionPublisher:
-        await self.start()
+    async def __aenter__(self) -> KafkaPublisher:
         return self
 
     async def __aexit__(
@@ -99,48 +73,68 @@ class DecisionPublisher:
     ) -> None:
         await self.stop()
 
-    async def start(self) -> None:
-        if self._producer is not None or not self.enabled:
-            return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.bootstrap_servers,
-            client_id=f"{self.instance}-decisions",
-            acks="all",
-            enable_idempotence=True,
-        )
-        await producer.start()
-        self._producer = producer
-
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        """Send one validated event and wait for the broker's acknowledgement; TemporaryError if it fails."""
-        topic = self._settings.decisions_topic
-        if not topic:
-            return
-        if self._producer is None:
-            raise TemporaryError("decision publisher is not started", reason="not_started")
-        validate(SCHEMA, event, "decision event")
+    async def deliver(self, payload: dict[str, Any]) -> None:
+        """Send one outbox row's event and wait for the broker's acknowledgement.
+
+        ``TemporaryError`` (reason ``kafka``) while the broker cannot take it; ``PermanentError``
+        for an event that no broker would ever take (invalid, or larger than the broker allows).
+        """
+        event = {k: v for k, v in payload.items() if k != "outbox_id"}  # the worker's, not the event's
         try:
-            await self._producer.send_and_wait(
-                topic,
-                value=orjson.dumps(event),
-                key=str(event["incident_id"]).encode(),
-                headers=[("schema", b"decision-event.v1")],
+            validate(SCHEMA, event, "decision event")
+        except InputError as exc:
+            raise PermanentError(str(exc), reason=exc.reason) from None
+        self._wait_out_backoff()
+        producer = await self._started()
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await producer.send_and_wait(
+                    self._topic, value=orjson.dumps(event), key=str(event["incident_id"]).encode(), headers=[HEADER]
+                )
+        except MessageSizeTooLargeError as exc:
+            raise PermanentError(f"event too large for {self._topic}: {exc}", reason="too_large") from exc
+        except (KafkaError, TimeoutError) as exc:
+            raise self._unreachable(f"publishing to {self._topic} failed: {exc!r}") from exc
+        self._failures, self._retry_at = 0, None
+
+    async def _started(self) -> AIOKafkaProducer:
+        """The producer, started now if need be; ``TemporaryError`` while the broker is out of reach."""
+        async with self._starting:
+            if self._producer is not None:
+                return self._producer
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.bootstrap_servers,
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=True,
+                request_timeout_ms=int(SEND_TIMEOUT_S * 1000),
             )
-        except KafkaError as exc:
-            raise TemporaryError(f"publishing to {topic} failed: {exc}", reason="kafka") from exc
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                raise self._unreachable(f"kafka unreachable at {self._settings.bootstrap_servers}: {exc}") from exc
+            self._producer = producer
+            log.info("decision publisher connected", topic=self._topic)
+            return producer
 
-    async def publish_decision(self, incident_id: str, decision: Decision, at: datetime) -> None:
-        await self.publish(decision_event(incident_id, decision, at, instance=self.instance))
+    def _wait_out_backoff(self) -> None:
+        now = self._clock.now()
+        if self._retry_at is not None and now < self._retry_at:
+            wait = (self._retry_at - now).total_seconds()
+            raise TemporaryError(f"kafka unreachable; next try in {wait:.1f}s", reason="kafka", delay=wait)
 
-    async def publish_action(
-        self, incident_id: str, name: str, outcome: TargetOutcome, at: datetime, *, automatic: bool = True
-    ) -> None:
-        await self.publish(action_event(incident_id, name, outcome, at, instance=self.instance, automatic=automatic))
+    def _unreachable(self, message: str) -> TemporaryError:
+        """Open the shared backoff: every delivery waits it out instead of trying the broker itself."""
+        self._failures += 1
+        delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (self._failures - 1))
+        self._retry_at = self._clock.now() + timedelta(seconds=delay)
+        return TemporaryError(message, reason="kafka", delay=delay)
 
 
-__all__ = ["DecisionPublisher", "action_event", "decision_event"]
+__all__ = ["CHANNEL", "KafkaPublisher"]

@@ -1,12 +1,15 @@
-"""Writing notifications into the outbox, inside the caller's transaction.
+"""Writing notifications and publications into the outbox, inside the caller's transaction.
 
-Incidents call ``enqueue_notification`` in the same transaction as the state
-change that caused it, so a notification exists if and only if the change
-does. ``notify.outbox`` delivers the rows.
+Incidents call ``enqueue_notification`` (Slack, PagerDuty) and
+``enqueue_publication`` (the ``kafka`` channel: decision and action events) in
+the same transaction as the state change that caused them, so a notification
+or an event exists if and only if the change does. ``notify.outbox`` delivers
+the rows, in id order per incident and channel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -49,3 +52,26 @@ async def enqueue_notification(
                 created_at=now,
             )
         )
+
+
+PUBLICATION_CHANNEL = "kafka"
+
+
+def enqueue_publication(session: AsyncSession, event: Mapping[str, Any], now: datetime) -> None:
+    """Queue one built event (``sources.decision_events``) on the ``kafka`` channel.
+
+    The row's payload is the whole event, ``event_id`` included, so every delivery of the row
+    sends the same event and a consumer can tell a redelivery from a new event.
+    """
+    session.add(
+        OutboxRow(
+            incident_id=event["incident_id"],
+            channel=PUBLICATION_CHANNEL,
+            kind=event["type"],
+            payload=dict(event),
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    )

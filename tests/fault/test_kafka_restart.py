@@ -54,9 +54,7 @@ async def _send(producer: AIOKafkaProducer, topic: str, value: bytes, deadline: 
 
 async def _counts(store: Store) -> tuple[int, int, int]:
     async with store.transaction() as s:
-        inbox = (
-            await s.execute(select(func.count()).select_from(InboxRow))
-        ).scalar_one()
+        inbox = (await s.execute(select(func.count()).select_from(InboxRow))).scalar_one()
         distinct = (await s.execute(select(func.count(func.distinct(DeployRow.event_id))))).scalar_one()
         history = (await s.execute(select(func.count()).select_from(DeployRow))).scalar_one()
     return int(inbox), int(history), int(distinct)
