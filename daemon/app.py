@@ -34,6 +34,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
 from daemon.errors import ConfigError, RollbackdError
 from daemon.incidents.service import IncidentService
+from daemon.ingest.claims import InboxClaims
 from daemon.ingest.dispatcher import Dispatcher
 from daemon.ingest.history import DeployHistoryStore
 from daemon.ingest.inbox import Inbox
@@ -51,6 +52,7 @@ from daemon.sources.poller import ThresholdPoller
 from daemon.sources.prometheus_query import PrometheusQuery
 from daemon.sources.publisher import KafkaPublisher
 from daemon.store.db import Store
+from daemon.store.listen import INBOX_CHANNEL, Listener
 from daemon.tasks import Teardown, cancel_all, guarded
 
 log = get_logger(__name__)
@@ -233,7 +235,9 @@ class Daemon:
             IS_LEADER.set(1)  # a single replica always acts
         inbox = Inbox(store, clock)
         history = DeployHistoryStore(store)
-        dispatcher = Dispatcher(inbox, Pipeline(rules, history, incidents), clock)
+        # Claims carry this replica's name: its next run releases what it left claimed at once.
+        claims = InboxClaims(inbox, clock, holder=s.instance)
+        dispatcher = Dispatcher(claims, Pipeline(rules, history, incidents), clock)
         return Components(
             store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, dry_run,
             tuple(n.channel for n in notifiers),
@@ -246,6 +250,9 @@ class Daemon:
             self._spawn("dispatcher", _dispatch_while_leading(c.dispatcher, c.leader))
         self._teardown.push("dispatcher", c.dispatcher.stop)
         self._spawn("outbox", c.outbox.run())
+        if c.store.is_postgres:
+            # Another replica's webhook commits reach this dispatcher within milliseconds, not a poll.
+            self._spawn("store-listener", Listener(c.store, {INBOX_CHANNEL: c.dispatcher.wake}).run())
         self._teardown.push("outbox", c.outbox.stop)
         self._spawn("timers", c.incidents.run_timers())
         if self.settings.rules.watch and any(p.exists() for p in self.settings.rules.paths):

@@ -57,8 +57,9 @@ class Pipeline:
             if not decisions:
                 log.debug("no rule matched")
             for decision in decisions:
-                DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()
                 view = await self._incidents.on_decision(decision, alert)
+                # Counted once recorded: an attempt the store refused is retried and must not count twice.
+                DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()
                 log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
 
     async def _history_for(self, rules: RuleSet, alert: Alert) -> DeployHistory:

@@ -8,6 +8,7 @@ handler reads them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from daemon import __version__
 from daemon.api import health, incidents, pagerduty, rules, slack, webhooks
 from daemon.api.limits import BodyLimitMiddleware
+from daemon.errors import TemporaryError
 from daemon.metrics import HTTP_REQUESTS, INPUT_REJECTED
 from daemon.redact import redact
 
@@ -37,6 +39,7 @@ def build_app(state: Mapping[str, Any], *, max_body_bytes: int = 1 << 20) -> Fas
     for module in (health, webhooks, incidents, rules, slack, pagerduty):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(TemporaryError, _temporary_error)
     app.middleware("http")(_count_requests)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app
@@ -48,6 +51,17 @@ async def _count_requests(request: Request, call_next: Callable[[Request], Await
     path = getattr(route, "path", "unmatched")
     HTTP_REQUESTS.labels(route=path, status=str(response.status_code)).inc()
     return response
+
+
+async def _temporary_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Any route whose work hit a passing failure (the store unreachable): 503, and when to try again."""
+    assert isinstance(exc, TemporaryError)  # noqa: S101 - registered for this type only
+    retry_after = str(max(1, math.ceil(exc.delay or 5.0)))
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "temporarily unavailable, retry later", "reason": exc.reason},
+        headers={"Retry-After": retry_after},
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,13 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.contextvars import bound_contextvars
 
 from daemon.clock import Clock
 from daemon.config import ApproverSettings
-from daemon.errors import RollbackdError
+from daemon.errors import RollbackdError, TemporaryError
 from daemon.incidents import events as ev
 from daemon.incidents import repo
 from daemon.incidents.approvals import Approver, Approvers, pick_role
@@ -58,11 +57,16 @@ from daemon.model import (
     TargetResult,
 )
 from daemon.store.db import Store
+from daemon.store.errors import ConstraintError
 from daemon.store.outbox import enqueue_notification
+from daemon.store.tables import OPEN_GROUP_INDEX
 
 log = get_logger(__name__)
 
 ATTEMPTS = 3
+# Two writers arming the same timer of one incident at once: the loser reloads and tries again.
+_RACY_CONSTRAINTS = frozenset({"timers_incident_id_kind_key"})
+_DRIVE_BACKOFF_CAP_S = 5.0
 DRIVEN = (State.APPROVED.value, State.ROLLING_BACK.value, State.VERIFYING.value)
 _GOOD = {TargetResult.ROLLED_BACK, TargetResult.ALREADY_DONE, TargetResult.DRY_RUN}
 
@@ -140,7 +144,9 @@ class IncidentService:
                                 f"incident {incident_id} is {inc.state.value}: {result.reason}"
                             )
                         view = await repo.view(s, incident_id)
-            except (ConcurrentUpdateError, IntegrityError):
+            except (ConcurrentUpdateError, ConstraintError) as exc:
+                if isinstance(exc, ConstraintError) and exc.constraint not in _RACY_CONSTRAINTS:
+                    raise
                 if attempt + 1 == ATTEMPTS:
                     raise ConcurrentUpdateError(incident_id) from None
                 continue
@@ -272,22 +278,43 @@ class IncidentService:
         steps = self._with_start(steps)
         final = steps[-1][1].incident
         with bound_contextvars(incident_id=incident_id):
-            async with self._store.transaction() as s:
-                if join_group and (existing := await repo.find_open(s, decision.group_key)) is not None:
-                    return existing
-                await repo.insert(s, final)
-                if alert is not None:
-                    repo.add_alert(s, incident_id, alert, now)
-                for approver, role in votes:
-                    repo.add_verdict(
-                        s, incident_id, approver=approver.name, role=role, verdict="approve", via="break-glass",
-                        comment="", at=now,
-                    )  # fmt: skip
-                view = await self._write(s, incident_id, steps, new_incident=True)
-                self._publish.decision(s, incident_id, decision)
+            try:
+                async with self._store.transaction() as s:
+                    if join_group and (existing := await repo.find_open(s, decision.group_key)) is not None:
+                        return existing
+                    await repo.insert(s, final)
+                    if alert is not None:
+                        repo.add_alert(s, incident_id, alert, now)
+                    for approver, role in votes:
+                        repo.add_verdict(
+                            s, incident_id, approver=approver.name, role=role, verdict="approve", via="break-glass",
+                            comment="", at=now,
+                        )  # fmt: skip
+                    view = await self._write(s, incident_id, steps, new_incident=True)
+                    self._publish.decision(s, incident_id, decision)
+            except ConstraintError as exc:
+                if exc.constraint != OPEN_GROUP_INDEX:
+                    raise
+                return await self._opened_meanwhile(decision, join_group=join_group)
             log.info("incident opened", state=final.state.value, action=decision.action.value)
         self._after(_combined(steps))
         return view
+
+    async def _opened_meanwhile(self, decision: Decision, *, join_group: bool) -> str:
+        """Another writer opened the group's incident first (the database's unique index said so).
+
+        A decision joins that incident; a break-glass request is refused naming it, because
+        its approvals were given for a new incident, not for one already under way.
+        """
+        async with self._store.transaction() as s:
+            existing = await repo.find_open(s, decision.group_key)
+        if existing is None:  # opened and closed again meanwhile: the caller starts over
+            raise ConcurrentUpdateError(decision.group_key)
+        if not join_group:
+            targets = ", ".join(str(t) for t in decision.targets)
+            raise InvalidTransitionError(f"incident {existing} is already open for {targets}")
+        log.info("joined an incident another writer opened first", incident_id=existing)
+        return existing
 
     async def on_alert_resolved(self, alert: Alert) -> list[IncidentView]:
         """The alert cleared: every open incident it belongs to hears it."""
@@ -472,9 +499,28 @@ class IncidentService:
             log.error("rollback driver crashed", task=task.get_name(), error=repr(task.exception()))
 
     async def _drive(self, incident_id: str, known: Incident | None) -> None:
+        """Drive until the incident settles; a passing failure (the store down) is retried, capped.
+
+        Driving again is safe: the executor's intents make an undo that already happened
+        ALREADY_DONE. A replica that stopped leading leaves the rest to the new leader.
+        """
+        attempt = 0
         try:
             with bound_contextvars(incident_id=incident_id):
-                await self._drive_once(incident_id, known)
+                while True:
+                    try:
+                        await self._drive_once(incident_id, known)
+                    except TemporaryError as exc:
+                        attempt += 1
+                        if not self._is_leader():
+                            log.warning("not leading any more: the new leader drives the rollback", error=str(exc))
+                            return
+                        delay = min(_DRIVE_BACKOFF_CAP_S, 0.5 * 2**attempt)
+                        log.warning("rollback driver will retry", error=str(exc), reason=exc.reason, delay_s=delay)
+                        await self._clock.sleep(delay)
+                        known = None  # reload: the state may have moved meanwhile
+                    else:
+                        return
         finally:
             self._inflight.discard(incident_id)
 
@@ -495,6 +541,8 @@ class IncidentService:
         )
         try:
             outcome = await self._executor.execute(req)
+        except TemporaryError:
+            raise  # nothing was decided: ``_drive`` tries again
         except RollbackdError as exc:
             failed = ev.RollbackFinished(at=self._clock.now(), ok=False, detail=str(exc))
             await self._finish(incident_id, failed, extra=self._published_failure(str(exc), automatic=req.automatic))

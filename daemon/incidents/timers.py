@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from daemon.clock import Clock
-from daemon.errors import RollbackdError
+from daemon.errors import RollbackdError, TemporaryError
 from daemon.incidents import repo
 from daemon.incidents.events import TimerKind
 from daemon.logs import get_logger
@@ -22,6 +22,7 @@ from daemon.store.db import Store
 log = get_logger(__name__)
 
 Fire = Callable[[str, int, TimerKind], Awaitable[None]]
+_MAX_BACKOFF_S = 5.0  # a deadline is never held back by more than this once the store is back
 
 
 class TimerRunner:
@@ -64,13 +65,27 @@ class TimerRunner:
         return len(due)
 
     async def run(self) -> None:
+        """Loop until cancelled; a store that cannot answer is waited out with capped backoff."""
+        failures = 0
         while True:
-            if self._is_leader():
-                await self.fire_due()
-                # An incident approved through another replica's API waits for the leader to drive it.
-                await self._redrive()
-            wait = self.poll_s
-            nxt = await self.next_due()
-            if nxt is not None:
-                wait = min(wait, max(0.0, (nxt - self._clock.now()).total_seconds()))
+            try:
+                wait = await self._pass()
+            except TemporaryError as exc:
+                failures += 1
+                wait = min(_MAX_BACKOFF_S, 0.5 * 2**failures)
+                log.warning("timers cannot reach the store, retrying", error=str(exc), reason=exc.reason, delay_s=wait)
+            else:
+                failures = 0
             await self._clock.sleep(wait)
+
+    async def _pass(self) -> float:
+        """Fire what is due and re-drive what waits for the leader; seconds until the next look."""
+        if self._is_leader():
+            await self.fire_due()
+            # An incident approved through another replica's API waits for the leader to drive it.
+            await self._redrive()
+        wait = self.poll_s
+        nxt = await self.next_due()
+        if nxt is not None:
+            wait = min(wait, max(0.0, (nxt - self._clock.now()).total_seconds()))
+        return wait

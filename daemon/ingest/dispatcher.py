@@ -1,22 +1,28 @@
-"""Feeds pending inbox rows to the handler: one key in order, different keys in parallel.
+"""Feeds inbox rows to the handler: one key in order, different keys in parallel, each row once.
 
 Third stage of the pipeline, between the durable inbox and the rules. Rows are
-read in id order and queued per partition key (``namespace/deployment``), so
-the events of one Deployment are handled one after another while different
-Deployments proceed side by side, at most ``concurrency`` at a time. A row is
-marked processed only after the handler returned; closes are written by one
-flusher task, every close that piled up during the previous write in one
-UPDATE (a transaction per alert was most of the per-alert cost). A handled row
-whose close is not written yet still counts as buffered, so reading stops when
-closes cannot be written. A ``TemporaryError`` is
-retried with backoff (the key waits, others go on), a ``PermanentError`` is
-recorded on the row and counted. Rows left pending by a crash are picked up at
-start (and by every later ``run``), so an alert acknowledged with 200 is
-handled even if the daemon died right after answering; a crash between a
-handler's return and the flush means the item is handled again (at least once).
+claimed (``ingest.claims``: a lease per row, ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL) in id order and queued per partition key (``namespace/deployment``),
+so the events of one Deployment are handled one after another while different
+Deployments proceed side by side, at most ``concurrency`` at a time. Claiming
+instead of reading "after the last id" means a row whose transaction committed
+late (PostgreSQL commits in any order) is still found, and a row is handled by
+one dispatcher even when two replicas both dispatch for a moment (a failover).
+Claims are renewed while rows are buffered and released at ``stop()``.
 
-Run it on one replica (the leader): the inbox does not lock rows between
-dispatchers.
+A row is marked processed only after the handler returned; closes are written by
+one flusher task, every close that piled up during the previous write in one
+UPDATE. A handled row whose close is not written yet still counts as buffered,
+so reading stops when closes cannot be written. A ``TemporaryError`` (the store
+unreachable, a conflict) is retried with capped backoff (the key waits, others
+go on); a ``PermanentError`` is recorded on the row and counted. Rows left
+pending by a crash are picked up when the lease runs out (or at once by the
+same instance's next run), so an alert acknowledged with 200 is handled even if
+the daemon died right after answering; a crash between a handler's return and
+the flush means the item is handled again (at least once).
+
+Woken by ``wake()`` — this replica's inserts, and other replicas' through
+PostgreSQL ``LISTEN/NOTIFY`` (``store.listen``) — and otherwise by a poll.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from typing import Protocol
 
 from daemon.clock import Clock
 from daemon.errors import PermanentError, TemporaryError
-from daemon.ingest.inbox import Inbox, InboxItem
+from daemon.ingest.claims import InboxClaims
+from daemon.ingest.inbox import InboxItem
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_ERRORS, QUEUE_DEPTH
 
@@ -46,16 +53,17 @@ class Dispatcher:
 
     def __init__(
         self,
-        inbox: Inbox,
+        claims: InboxClaims,
         handler: Handler,
         clock: Clock,
         *,
         concurrency: int = 8,
         poll_interval_s: float = 5.0,
         max_buffered: int = 1000,
-        max_backoff_s: float = 60.0,
+        max_backoff_s: float = 10.0,
     ) -> None:
-        self._inbox = inbox
+        self._claims = claims
+        self._inbox = claims.inbox
         self._handler = handler
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
@@ -64,7 +72,7 @@ class Dispatcher:
         self._max_backoff_s = max_backoff_s
         self._queues: dict[str, deque[InboxItem]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._last_id = 0
+        self._held: set[int] = set()  # ids of the buffered rows: a claim of ours that lapsed is not news
         self._buffered = 0  # read from the inbox and not yet closed in it (queued, in flight or unflushed)
         self._closing: list[tuple[InboxItem, str | None]] = []  # handled, close not yet written
         self._flush_wanted = asyncio.Event()
@@ -74,7 +82,7 @@ class Dispatcher:
         self._stopped = asyncio.Event()
         self._idle = asyncio.Event()
         self.handled = 0  # items closed (successfully or with an error) by this dispatcher
-        inbox.add_listener(self.wake)
+        self._inbox.add_listener(self.wake)
 
     def wake(self) -> None:
         """New rows were committed: look now instead of at the next poll."""
@@ -87,9 +95,9 @@ class Dispatcher:
         self._running = True
         self._stopping = False  # a dispatcher may run again, e.g. when leadership comes back
         self._stopped.clear()
-        # Rows cancelled by the last stop() are still pending below the old position: read from the start.
-        self._last_id = 0
+        await self._release("a previous run's")
         flusher = asyncio.create_task(self._flush_loop(), name="dispatch:flush")
+        renewer = asyncio.create_task(self._renew_loop(), name="dispatch:renew")
         try:
             while not self._stopping:
                 self._wake.clear()
@@ -102,10 +110,12 @@ class Dispatcher:
                     await self._wait()
         finally:
             await self._cancel_workers()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, renewer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._final_flush()
+            await self._release("unfinished")
             self._running = False
             self._stopped.set()
 
@@ -142,12 +152,14 @@ class Dispatcher:
         if room <= 0:
             return True
         try:
-            items = await self._inbox.pending(min(room, 256), after_id=self._last_id)
+            items = await self._claims.claim(min(room, 256))
         except TemporaryError as exc:
-            log.warning("inbox read failed, retrying", error=str(exc))
+            log.warning("inbox read failed, retrying", error=str(exc), reason=exc.reason)
             return False
         for item in items:
-            self._last_id = max(self._last_id, item.id)
+            if item.id in self._held:
+                continue  # our lease lapsed (the store was away) and we took it back: it is queued already
+            self._held.add(item.id)
             self._queues.setdefault(item.partition_key, deque()).append(item)
             self._buffered += 1
             if item.partition_key not in self._workers:
@@ -233,11 +245,36 @@ class Dispatcher:
         before = self._buffered
         await self._inbox.mark_processed_many([(item.id, error) for item, error in batch])
         del self._closing[: len(batch)]  # appends during the write stay for the next round
+        self._held.difference_update(item.id for item, _ in batch)
         self._buffered -= len(batch)
         self.handled += len(batch)
         QUEUE_DEPTH.set(self._buffered)
         if self._buffered == 0 or before >= self._max_buffered:
             self._wake.set()  # idleness to notice, or room to read again
+
+    async def _renew_loop(self) -> None:
+        """Keep the claims on buffered rows alive: a third of the lease between renewals."""
+        every = self._claims.lease.total_seconds() / 3
+        while True:
+            await self._clock.sleep(every)
+            if self._buffered == 0:
+                continue
+            try:
+                await self._claims.renew()
+            except TemporaryError as exc:
+                # The lease may run out and another dispatcher take the rows; the handler's
+                # effects are idempotent per alert, so that costs time, not correctness.
+                log.warning("cannot renew inbox claims, retrying", error=str(exc), reason=exc.reason)
+
+    async def _release(self, which: str) -> None:
+        """Give back this holder's open claims so the next dispatcher need not wait for the lease."""
+        try:
+            released = await self._claims.release()
+        except TemporaryError as exc:
+            log.warning("cannot release inbox claims; they expire by themselves", error=str(exc))
+            return
+        if released:
+            log.info("inbox claims released", rows=released, which=which)
 
     async def _final_flush(self) -> None:
         """One attempt at the closes still unwritten at stop; failing, those rows are handled again next run."""
@@ -252,6 +289,7 @@ class Dispatcher:
                 error=str(exc),
             )
         self._closing.clear()
+        self._held.clear()
         self._buffered = 0
         QUEUE_DEPTH.set(0)
 
@@ -264,5 +302,6 @@ class Dispatcher:
                 await task
         self._workers.clear()
         self._queues.clear()
+        self._held = {item.id for item, _ in self._closing}
         self._buffered = len(self._closing)  # only handled-but-unflushed items are left
         QUEUE_DEPTH.set(self._buffered)

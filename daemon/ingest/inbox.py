@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.clock import Clock
-from daemon.errors import QueueFullError, TemporaryError
+from daemon.errors import QueueFullError
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_PENDING
 from daemon.model import Alert
 from daemon.store.db import Store
+from daemon.store.listen import INBOX_CHANNEL, notify
 from daemon.store.tables import InboxRow
 
 log = get_logger(__name__)
@@ -76,15 +76,6 @@ def partition_key(labels: Mapping[str, str], fallback: str) -> str:
     return fallback
 
 
-@contextlib.contextmanager
-def _store_errors(what: str) -> Iterator[None]:
-    """A database that cannot answer is a temporary condition for the caller (HTTP 503, Kafka retry)."""
-    try:
-        yield
-    except (OperationalError, DBAPIError) as exc:
-        raise TemporaryError(f"inbox {what} failed: {type(exc.orig).__name__}", reason="store") from exc
-
-
 def as_utc(when: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
@@ -95,7 +86,8 @@ def _rowcount(result: Any) -> int:
     return max(0, int(getattr(result, "rowcount", 0)))
 
 
-def _decode(row: InboxRow) -> InboxItem:
+def decode_row(row: InboxRow) -> InboxItem:
+    """The item an inbox row holds; ValueError (or KeyError, TypeError) when it cannot be read."""
     received = as_utc(row.received_at)
     if row.kind == "alert":
         return InboxItem(row.id, "alert", row.partition_key, received, alert=Alert.from_json(row.payload))
@@ -116,8 +108,12 @@ class Inbox:
         self._counted_at: datetime | None = None
         self._listeners: list[Callable[[], None]] = []
         # SQLite has one writer; a read-then-write transaction racing another writer fails with
-        # SQLITE_BUSY instead of waiting, so this process queues its own writers.
-        self._write_lock = asyncio.Lock() if store.is_sqlite else contextlib.nullcontext()
+        # SQLITE_BUSY instead of waiting, so this process queues its own writers (claims too).
+        self.write_lock = asyncio.Lock() if store.is_sqlite else contextlib.nullcontext()
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` after every commit that added rows (the dispatcher's ``wake``)."""
@@ -165,19 +161,20 @@ class Inbox:
 
     async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert ``rows`` in one transaction; the number actually inserted. Raises QueueFullError first."""
-        with _store_errors("write"):
-            async with self._write_lock, self._store.transaction() as session:
-                pending = await self._pending_before_write(session)
-                if pending >= self.max_pending:
-                    INBOX_PENDING.set(pending)
-                    raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
-                inserted = 0
-                # One multi-row INSERT per chunk: a statement per row cost ~2.5 ms each through
-                # aiosqlite's thread hop (profiled in bench/ingest.py), 30x Alertmanager's per-alert cost.
-                connection = await session.connection()
-                for start in range(0, len(rows), _INSERT_CHUNK):
-                    result = await connection.execute(self._insert_many(), list(rows[start : start + _INSERT_CHUNK]))
-                    inserted += len(result.all())
+        async with self.write_lock, self._store.transaction() as session:
+            pending = await self._pending_before_write(session)
+            if pending >= self.max_pending:
+                INBOX_PENDING.set(pending)
+                raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
+            inserted = 0
+            # One multi-row INSERT per chunk: a statement per row cost ~2.5 ms each through
+            # aiosqlite's thread hop (profiled in bench/ingest.py), 30x Alertmanager's per-alert cost.
+            connection = await session.connection()
+            for start in range(0, len(rows), _INSERT_CHUNK):
+                result = await connection.execute(self._insert_many(), list(rows[start : start + _INSERT_CHUNK]))
+                inserted += len(result.all())
+            if inserted:
+                await notify(connection, self._store, INBOX_CHANNEL)  # the leader may be another replica
         self._moved(inserted)
         if inserted:
             for callback in self._listeners:
@@ -204,33 +201,11 @@ class Inbox:
         return AcceptResult(inserted, len(rows) - inserted)
 
     async def has_room(self) -> bool:
-        """Whether an accept would pass the ``max_pending`` bound right now ."""
-        with _store_errors("count"):
-            async with self._store.transaction() as session:
-                pending = await self._count_pending(session)
+        """Whether an accept would pass the ``max_pending`` bound right now."""
+        async with self._store.transaction() as session:
+            pending = await self._count_pending(session)
         INBOX_PENDING.set(pending)
         return pending < self.max_pending
-
-    async def pending(self, limit: int = 100, *, after_id: int = 0) -> list[InboxItem]:
-        """Unprocessed rows with ``id > after_id``, oldest first. Undecodable rows are closed with an error."""
-        with _store_errors("read"):
-            async with self._store.transaction() as session:
-                stmt = (
-                    select(InboxRow)
-                    .where(InboxRow.processed_at.is_(None), InboxRow.id > after_id)
-                    .order_by(InboxRow.id)
-                    .limit(limit)
-                )
-                rows = list((await session.execute(stmt)).scalars())
-        items: list[InboxItem] = []
-        for row in rows:
-            try:
-                items.append(_decode(row))
-            except (KeyError, ValueError, TypeError) as exc:
-                # A row we cannot read can never be handled; close it loudly instead of looping on it.
-                log.exception("inbox row undecodable", inbox_id=row.id, kind=row.kind, error=str(exc))
-                await self.mark_processed(row.id, error=f"undecodable: {exc}")
-        return items
 
     async def mark_processed(self, item_id: int, error: str | None = None) -> None:
         """Close a row: handled (``error`` None) or given up on with the reason recorded."""
@@ -248,18 +223,17 @@ class Inbox:
             return 0
         now = self._clock.now()
         updated = 0
-        with _store_errors("update"):
-            # The same in-process writer queue as accepts: concurrent SQLite writers otherwise meet in
-            # SQLite's busy handler, which sleeps, and starve the webhook (seen in bench/ingest.py).
-            async with self._write_lock, self._store.transaction() as session:
-                for error, ids in by_error.items():
-                    for start in range(0, len(ids), _UPDATE_CHUNK):
-                        result = await session.execute(
-                            update(InboxRow)
-                            .where(InboxRow.id.in_(ids[start : start + _UPDATE_CHUNK]), InboxRow.processed_at.is_(None))
-                            .values(processed_at=now, error=error)
-                            .execution_options(synchronize_session=False)
-                        )
-                        updated += _rowcount(result)
+        # The same in-process writer queue as accepts: concurrent SQLite writers otherwise meet in
+        # SQLite's busy handler, which sleeps, and starve the webhook (seen in bench/ingest.py).
+        async with self.write_lock, self._store.transaction() as session:
+            for error, ids in by_error.items():
+                for start in range(0, len(ids), _UPDATE_CHUNK):
+                    result = await session.execute(
+                        update(InboxRow)
+                        .where(InboxRow.id.in_(ids[start : start + _UPDATE_CHUNK]), InboxRow.processed_at.is_(None))
+                        .values(processed_at=now, error=error)
+                        .execution_options(synchronize_session=False)
+                    )
+                    updated += _rowcount(result)
         self._moved(-updated)
         return updated

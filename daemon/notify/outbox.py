@@ -45,6 +45,10 @@ from daemon.store.tables import OutboxRow
 log = get_logger(__name__)
 
 _MAX_ERROR_CHARS = 500
+# While the store is down: how long the worker waits at most between looks, and how many times
+# it tries to record an outcome of a delivery that already happened (about 18 s in all).
+_STORE_BACKOFF_CAP_S = 5.0
+_OUTCOME_ATTEMPTS = 8
 
 
 class Notifier(Protocol):
@@ -122,10 +126,20 @@ class OutboxWorker:
         """Deliver until ``stop()``; waits for ``wake()`` or the poll interval when idle."""
         self._task = asyncio.current_task()
         log.info("outbox worker started", channels=list(self._notifiers))
+        failures = 0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
-                handled = await self.run_once()
+                try:
+                    handled = await self.run_once()
+                except TemporaryError as exc:
+                    # The store is unreachable: nothing is lost (rows wait in it), so wait and look again.
+                    failures += 1
+                    delay = min(_STORE_BACKOFF_CAP_S, 0.5 * 2**failures)
+                    log.warning("outbox cannot reach the store, retrying", error=str(exc), delay_s=delay)
+                    await self._clock.sleep(delay)
+                    continue
+                failures = 0
                 if handled == 0 and not self._stopping.is_set():
                     await self._idle()
         finally:
@@ -260,7 +274,19 @@ class OutboxWorker:
         if next_at is not None:
             values["next_attempt_at"] = next_at
         # shield: a stop() that cancels us must not lose the outcome of a delivery that happened.
-        await asyncio.shield(self._write_outcome(claim, values))
+        await asyncio.shield(self._record_outcome(claim, values))
+
+    async def _record_outcome(self, claim: Claim, values: dict[str, Any]) -> None:
+        """Write the outcome, waiting out a short store outage: unrecorded, the row would be delivered again."""
+        for attempt in range(_OUTCOME_ATTEMPTS):
+            try:
+                await self._write_outcome(claim, values)
+            except TemporaryError:
+                if attempt + 1 == _OUTCOME_ATTEMPTS:
+                    raise
+                await self._clock.sleep(min(_STORE_BACKOFF_CAP_S, 0.25 * 2**attempt))
+            else:
+                return
 
     async def _write_outcome(self, claim: Claim, values: dict[str, Any]) -> None:
         async with self._store.transaction() as session:

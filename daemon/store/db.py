@@ -8,6 +8,7 @@ the event loop, so start-up needs no second engine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,11 +18,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from daemon.errors import ConfigError, TemporaryError
+from daemon.errors import ConfigError
+from daemon.store.errors import StoreUnavailableError, translate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# A readiness probe must answer within its own timeout, whatever the database does.
+PING_TIMEOUT_S = 2.0
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -50,7 +54,12 @@ class Store:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
-            kwargs.update(pool_size=10, max_overflow=5, pool_pre_ping=True, pool_timeout=10)
+            # Bounded everywhere: a connect that hangs (a database restarting) must fail into the
+            # caller's retry, not hold a worker; asyncpg's own connect timeout is 60 s.
+            kwargs.update(
+                pool_size=10, max_overflow=5, pool_pre_ping=True, pool_timeout=10,
+                connect_args={"timeout": 5, "command_timeout": 30},
+            )  # fmt: skip
         self.engine: AsyncEngine = create_async_engine(parsed, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -61,11 +70,37 @@ class Store:
         """The URL without its password, for logs."""
         return self.url.render_as_string(hide_password=True)
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+    async def transaction(self, what: str = "store transaction") -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        Database and driver errors, at any statement or at the commit, leave as the
+        errors of ``daemon.store.errors``; everything else passes unchanged.
+        """
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        except BaseException as exc:
+            mapped = translate(exc, what)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    @asynccontextmanager
+    async def connect(self, what: str = "store connection") -> AsyncIterator[AsyncConnection]:
+        """A Core connection in one transaction, with the same error mapping as ``transaction``."""
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except BaseException as exc:
+            mapped = translate(exc, what)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` with alembic."""
@@ -87,13 +122,15 @@ class Store:
                 return None
             return str(row[0]) if row else None
 
-    async def ping(self) -> None:
-        """Raise TemporaryError if the database cannot answer."""
+    async def ping(self, timeout_s: float = PING_TIMEOUT_S) -> None:
+        """Raise ``StoreUnavailableError`` if the database cannot answer within ``timeout_s``."""
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(timeout_s), self.connect("store ping") as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception as exc:
-            raise TemporaryError(f"store {self.safe_url} unreachable: {type(exc).__name__}", reason="store") from exc
+        except TimeoutError:
+            raise StoreUnavailableError(f"store {self.safe_url} did not answer within {timeout_s:g} s") from None
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(f"store {self.safe_url} unreachable: {exc}") from None
 
     async def close(self) -> None:
         await self.engine.dispose()

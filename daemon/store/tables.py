@@ -20,8 +20,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+OPEN_GROUP_INDEX = "ux_incidents_open_group"
 
 
 class Base(DeclarativeBase):
@@ -45,6 +48,10 @@ class InboxRow(Base):
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None] = mapped_column(default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # A dispatcher's lease on the row (``ingest.dispatcher``): claimed rows are skipped by the others
+    # until ``claimed_until`` passes, so a row is handled by one dispatcher whatever the commit order.
+    claimed_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(default=None)
     __table_args__ = (Index("ix_inbox_pending", "processed_at", "id"),)
 
 
@@ -84,6 +91,13 @@ class IncidentRow(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency between replicas
+    # At most one open incident per group, whatever number of writers: the second opener joins the first.
+    __table_args__ = (
+        Index(
+            OPEN_GROUP_INDEX, "group_key", unique=True,
+            sqlite_where=text("open = 1"), postgresql_where=text("open"),
+        ),
+    )  # fmt: skip
 
 
 class IncidentAlertRow(Base):

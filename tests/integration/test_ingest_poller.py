@@ -15,6 +15,7 @@ from daemon.model import Comparator, Severity, ThresholdSpec
 from daemon.sources.poller import ThresholdPoller
 from daemon.sources.prometheus_query import PrometheusQuery
 from daemon.store.db import Store
+from tests.inbox_util import unprocessed
 from tests.stack.exporter import Exporter
 from tests.stack.prometheus import Prometheus
 
@@ -54,7 +55,7 @@ async def test_no_data_never_fires_while_real_breaches_do(
     for _ in range(6):  # 75 s of fake time, real queries
         await poller.evaluate_once()
         await clock.advance(15)
-    names = [(i.alert.name, i.alert.status.value) for i in await inbox.pending(50) if i.alert]
+    names = [(i.alert.name, i.alert.status.value) for i in await unprocessed(inbox, 50) if i.alert]
     assert names == [("PollerBreach", "firing")]
     assert NO_DATA.labels(rule="PollerNoData")._value.get() == 1
     assert [n for n, _ in notified] == ["PollerNoData"]

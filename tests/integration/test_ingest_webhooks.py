@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from daemon.clock import SystemClock
-from daemon.ingest import Dispatcher, Inbox, InboxItem
+from daemon.ingest import Dispatcher, Inbox, InboxClaims, InboxItem
 from daemon.metrics import ALERTS_RECEIVED
 from daemon.sources.common import fingerprint
 from daemon.store.db import Store
@@ -85,7 +85,7 @@ async def test_alertmanager_webhook_and_redeliveries_make_one_handled_item(
         assert [a.status_code for a in answers] == [200] * 5
         assert sum(a.json()["accepted"] for a in answers) == 0
         handler = Recorder()
-        dispatcher = Dispatcher(inbox, handler, clock)
+        dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
         task = asyncio.create_task(dispatcher.run())
         await dispatcher.wait_idle()
         await dispatcher.stop()
@@ -118,7 +118,7 @@ async def test_an_alert_answered_200_survives_a_kill(store: Store) -> None:
     restarted = Store(store.url.render_as_string(hide_password=False))
     try:
         handler = Recorder()
-        dispatcher = Dispatcher(Inbox(restarted, clock), handler, clock)
+        dispatcher = Dispatcher(InboxClaims(Inbox(restarted, clock), clock, holder="test"), handler, clock)
         task = asyncio.create_task(dispatcher.run())
         await dispatcher.wait_idle()
         await dispatcher.stop()

@@ -177,32 +177,8 @@ class Postgres:
         data = self._initdb()
         for attempt in range(1 if self.fixed_port else START_ATTEMPTS):
             self.port = self.fixed_port or free_port()
-            argv = self._as_user(
-                [
-                    str(self.bindir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"port={self.port}",
-                    "-c",
-                    "unix_socket_directories=",  # Debian's default folder is not ours to write
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=100",
-                    "-c",
-                    "log_min_messages=warning",
-                ]
-            )
-            self.proc = Proc(self.name, argv, self.log, cwd=self.base).start()
             try:
-                self.proc.wait_until(self._ready, self.startup_timeout, "pg_isready")
+                self._launch(data)
                 break
             except StackError:
                 self._stop_process()
@@ -215,6 +191,44 @@ class Postgres:
             self.stop()
             raise
         return {"dsn": self.dsn}
+
+    def _launch(self, data: Path) -> None:
+        """Run ``postgres`` on ``data`` at ``self.port`` and wait until it answers."""
+        argv = self._as_user(
+            [
+                str(self.bindir / "postgres"),
+                "-D",
+                str(data),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"port={self.port}",
+                "-c",
+                "unix_socket_directories=",  # Debian's default folder is not ours to write
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=100",
+                "-c",
+                "log_min_messages=warning",
+            ]
+        )
+        self.proc = Proc(self.name, argv, self.log, cwd=self.base).start()
+        self.proc.wait_until(self._ready, self.startup_timeout, "pg_isready")
+
+    def outage(self) -> None:
+        """Fault injection: fast shutdown of the server, keeping its data and port for ``recover``."""
+        self._stop_process()
+
+    def recover(self) -> None:
+        """Start the server again after ``outage``: same data, same port, same password."""
+        if self.base is None:
+            raise StackError("postgres: recover() without a cluster (was it stopped for good?)")
+        self._launch(self.base / "data")
 
     def create_database(self, name: str | None = None) -> str:
         """Create an empty database (default: a fresh random name); its SQLAlchemy URL."""

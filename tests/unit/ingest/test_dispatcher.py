@@ -10,9 +10,10 @@ from sqlalchemy import select
 
 from daemon.clock import FakeClock
 from daemon.errors import PermanentError, TemporaryError
-from daemon.ingest import Dispatcher, Inbox, InboxItem
+from daemon.ingest import Dispatcher, Inbox, InboxClaims, InboxItem
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
+from tests.inbox_util import unprocessed
 
 from .helpers import alert
 
@@ -65,18 +66,18 @@ async def test_one_key_in_order_and_every_item_once(store: Store, clock: FakeClo
     inbox, handler = Inbox(store, clock), Recorder()
     await inbox.accept_alerts([alert(starts_min=i) for i in range(5)])
     await inbox.accept_alerts([alert(starts_min=i) for i in range(5)])  # redelivered: no second effect
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await dispatcher.wait_idle()
     assert [i.alert.starts_at.minute for i in handler.seen] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
-    assert await inbox.pending(10) == []
+    assert await unprocessed(inbox, 10) == []
 
 
 async def test_different_keys_run_in_parallel_up_to_the_bound(store: Store, clock: FakeClock) -> None:
     inbox, handler = Inbox(store, clock), Recorder()
     handler.gate = asyncio.Event()
     await inbox.accept_alerts([alert(deployment=f"d{i}") for i in range(6)])
-    dispatcher = Dispatcher(inbox, handler, clock, concurrency=3)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock, concurrency=3)
     async with running(dispatcher):
         await until(lambda: handler.active == 3)
         await asyncio.sleep(0.1)
@@ -92,7 +93,7 @@ async def test_a_stuck_key_does_not_hold_up_another(store: Store, clock: FakeClo
     handler.script["slow"] = [TemporaryError("downstream busy", delay=30)]
     await inbox.accept_alerts([alert(deployment="slow"), alert(deployment="slow", starts_min=1)])
     await inbox.accept_alerts([alert(deployment="fast")])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await until(lambda: len(handler.seen) == 1)
         assert handler.seen[0].alert.labels["deployment"] == "fast"
@@ -109,7 +110,7 @@ async def test_permanent_failure_is_recorded_and_the_key_goes_on(store: Store, c
     inbox, handler = Inbox(store, clock), Recorder()
     handler.script["web"] = [PermanentError("rule exploded", reason="rule_error")]
     await inbox.accept_alerts([alert(), alert(starts_min=1)])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await dispatcher.wait_idle()
     assert [i.alert.starts_at.minute for i in handler.seen] == [1]  # type: ignore[union-attr]
@@ -122,24 +123,24 @@ async def test_a_handler_bug_is_recorded_not_retried_forever(store: Store, clock
     inbox, handler = Inbox(store, clock), Recorder()
     handler.script["web"] = [KeyError("oops")]
     await inbox.accept_alerts([alert()])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await dispatcher.wait_idle()
     assert handler.seen == []
-    assert await inbox.pending(10) == []
+    assert await unprocessed(inbox, 10) == []
 
 
 async def test_rows_left_by_a_crash_are_handled_by_the_next_run(store: Store, clock: FakeClock) -> None:
     inbox, handler = Inbox(store, clock), Recorder()
     handler.gate = asyncio.Event()  # the first daemon never finishes handling
     await inbox.accept_alerts([alert(), alert(deployment="api")])
-    first = Dispatcher(inbox, handler, clock)
+    first = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(first):
         await until(lambda: handler.active >= 1)
     assert handler.seen == []  # "killed" mid-handling: nothing was marked processed
     handler.gate = None
     fresh = Inbox(store, clock)
-    second = Dispatcher(fresh, handler, clock)
+    second = Dispatcher(InboxClaims(fresh, clock, holder="test"), handler, clock)
     async with running(second):
         await second.wait_idle()
     assert sorted(i.alert.labels["deployment"] for i in handler.seen) == ["api", "web"]
@@ -147,7 +148,7 @@ async def test_rows_left_by_a_crash_are_handled_by_the_next_run(store: Store, cl
 
 async def test_wake_picks_up_new_rows_without_waiting_for_the_poll(store: Store, clock: FakeClock) -> None:
     inbox, handler = Inbox(store, clock), Recorder()
-    dispatcher = Dispatcher(inbox, handler, clock, poll_interval_s=3600)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock, poll_interval_s=3600)
     async with running(dispatcher):
         await dispatcher.wait_idle()
         await inbox.accept_alerts([alert()])
@@ -173,10 +174,10 @@ class CountingInbox(Inbox):
 async def test_closes_are_written_many_per_transaction(store: Store, clock: FakeClock) -> None:
     inbox, handler = CountingInbox(store, clock), Recorder()
     await inbox.accept_alerts([alert(starts_min=i) for i in range(50)])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await dispatcher.wait_idle()
-    assert await inbox.pending(100) == []
+    assert await unprocessed(inbox, 100) == []
     assert sum(inbox.close_calls) == 50
     assert dispatcher.handled == 50
     assert len(inbox.close_calls) < 50
@@ -185,13 +186,13 @@ async def test_closes_are_written_many_per_transaction(store: Store, clock: Fake
 async def test_closes_that_fail_are_retried_without_handling_again(store: Store, clock: FakeClock) -> None:
     inbox, handler = CountingInbox(store, clock, fail=1), Recorder()
     await inbox.accept_alerts([alert(deployment=f"d{i}") for i in range(3)])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await until(lambda: len(inbox.close_calls) >= 1)
-        assert len(await inbox.pending(10)) == 3  # handled, but not closed yet: still pending
+        assert len(await unprocessed(inbox, 10)) == 3  # handled, but not closed yet: still pending
         await clock.advance(2)  # the retry backoff
         await dispatcher.wait_idle()
-    assert await inbox.pending(10) == []
+    assert await unprocessed(inbox, 10) == []
     assert len(handler.seen) == 3
 
 
@@ -199,11 +200,11 @@ async def test_a_dispatcher_run_again_after_stop_handles_what_stop_cancelled(sto
     inbox, handler = Inbox(store, clock), Recorder()
     handler.gate = asyncio.Event()  # leadership lost mid-handling
     await inbox.accept_alerts([alert()])
-    dispatcher = Dispatcher(inbox, handler, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock)
     async with running(dispatcher):
         await until(lambda: handler.active >= 1)
     handler.gate = None
     async with running(dispatcher):  # leadership came back: the same dispatcher runs again
         await dispatcher.wait_idle()
     assert len(handler.seen) == 1
-    assert await inbox.pending(10) == []
+    assert await unprocessed(inbox, 10) == []

@@ -14,6 +14,7 @@ from daemon.metrics import INBOX_PENDING
 from daemon.model import AlertStatus
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
+from tests.inbox_util import unprocessed
 
 from .helpers import alert
 
@@ -60,7 +61,7 @@ async def test_full_inbox_refuses_and_writes_nothing(store: Store, clock: FakeCl
         await inbox.accept_alerts([alert(deployment="c")])
     assert not await inbox.has_room()
     assert INBOX_PENDING._value.get() == 2
-    (first, _) = await inbox.pending(10)
+    (first, _) = await unprocessed(inbox, 10)
     await inbox.mark_processed(first.id)
     assert await inbox.has_room()
     assert (await inbox.accept_alerts([alert(deployment="c")])).accepted == 1
@@ -71,14 +72,13 @@ async def test_pending_in_id_order_and_processed_rows_leave(store: Store, clock:
     await inbox.accept_alerts([alert(deployment="a"), alert(deployment="b")])
     assert (await inbox.accept_alerts([alert(deployment="c")])).accepted == 1
     assert (await inbox.accept_alerts([alert(deployment="c")])).duplicates == 1  # Alertmanager HA redelivery
-    items = await inbox.pending(10)
+    items = await unprocessed(inbox, 10)
     assert [i.alert.labels["deployment"] for i in items] == ["a", "b", "c"]
     assert [i.id for i in items] == sorted(i.id for i in items)
     assert items[0].received_at == clock.now()
     await inbox.mark_processed(items[0].id)
     await inbox.mark_processed(items[1].id, error="invalid_input: boom")
-    assert [i.id for i in await inbox.pending(10)] == [items[2].id]
-    assert [i.id for i in await inbox.pending(10, after_id=items[2].id)] == []
+    assert [i.id for i in await unprocessed(inbox, 10)] == [items[2].id]
 
 
 async def test_listener_is_called_only_when_rows_were_added(store: Store, clock: FakeClock) -> None:
@@ -99,10 +99,10 @@ def test_partition_key_is_the_deployment_when_labels_name_one() -> None:
 async def test_many_rows_close_in_one_call_each_with_its_outcome(store: Store, clock: FakeClock) -> None:
     inbox = Inbox(store, clock)
     await inbox.accept_alerts([alert(deployment=f"d{i}") for i in range(4)])
-    a, b, c, d = await inbox.pending(10)
+    a, b, c, d = await unprocessed(inbox, 10)
     assert await inbox.mark_processed_many([(a.id, None), (b.id, "rule_error: x"), (c.id, None)]) == 3
     assert await inbox.mark_processed_many([(a.id, None)]) == 0  # already closed: not counted twice
-    assert [i.id for i in await inbox.pending(10)] == [d.id]
+    assert [i.id for i in await unprocessed(inbox, 10)] == [d.id]
     async with store.transaction() as s:
         errors = [r.error for r in (await s.execute(select(InboxRow).order_by(InboxRow.id))).scalars()]
     assert errors == [None, "rule_error: x", None, None]
@@ -122,7 +122,7 @@ async def test_the_bound_sees_other_replicas_writes_after_a_resync(store: Store,
 async def test_no_refusal_on_a_stale_count_when_another_replica_drained(store: Store, clock: FakeClock) -> None:
     mine, leader = Inbox(store, clock, max_pending=2), Inbox(store, clock)
     await mine.accept_alerts([alert(deployment="a"), alert(deployment="b")])  # full, as far as it knows
-    await leader.mark_processed_many([(i.id, None) for i in await leader.pending(10)])  # the leader drained it
+    await leader.mark_processed_many([(i.id, None) for i in await unprocessed(leader, 10)])  # the leader drained it
     assert (await mine.accept_alerts([alert(deployment="c")])).accepted == 1  # recounted, not refused
 
 
