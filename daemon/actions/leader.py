@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.api_client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -43,6 +45,19 @@ log = get_logger(__name__)
 
 LEASE_READ_TIMEOUT_S = 5.0
 Monotonic = Callable[[], float]
+# What the library lets escape from a lock call; caught so that it retries until the renew deadline.
+_UNANSWERED = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def _refusal(exc: ApiException | None, unanswered: str = "") -> ApiException:
+    """An ``ApiException`` whose body the library can parse (it reads ``code`` from it)."""
+    if exc is None:
+        exc = ApiException(status=0, reason=unanswered)
+    try:
+        json.loads(exc.body or b"")["code"]
+    except (TypeError, ValueError, KeyError):
+        exc.body = json.dumps({"code": int(exc.status or 0)}).encode()
+    return exc
 
 
 class TermLease(LeaseLock):
@@ -70,8 +85,13 @@ class TermLease(LeaseLock):
         self._monotonic = monotonic
 
     async def get(self, name: str, namespace: str) -> tuple[bool, Any]:
-        found, record = await super().get(name, namespace)
-        if found and self.lease_reference is not None:
+        try:
+            found, record = await super().get(name, namespace)
+        except _UNANSWERED as exc:
+            return False, _refusal(None, f"{type(exc).__name__}: {exc}")
+        if not found:
+            return False, _refusal(record if isinstance(record, ApiException) else None, "read failed")
+        if self.lease_reference is not None:
             spec = self.lease_reference.spec
             self._on_read(spec.holder_identity if spec is not None else None)
         return found, record
@@ -83,8 +103,8 @@ class TermLease(LeaseLock):
         started = self._monotonic()
         try:
             await self.api_instance.create_namespaced_lease(namespace, body)
-        except ApiException as exc:
-            log.warning("leader.create_failed", identity=self.identity, status=exc.status)
+        except (ApiException, *_UNANSWERED) as exc:
+            log.warning("leader.create_failed", identity=self.identity, error=type(exc).__name__)
             return False
         self._on_written(FencingToken(self.identity, 0), started)
         return True
@@ -102,7 +122,11 @@ class TermLease(LeaseLock):
         spec.lease_transitions = transitions
         started = self._monotonic()
         # The replace carries the resourceVersion read by get(): a concurrent writer makes it fail.
-        if not await super().update(name, namespace, updated_record):
+        try:
+            if not await super().update(name, namespace, updated_record):
+                return False
+        except _UNANSWERED as exc:
+            log.warning("leader.update_failed", identity=self.identity, error=f"{type(exc).__name__}: {exc}")
             return False
         self._on_written(FencingToken(self.identity, transitions), started)
         return True
