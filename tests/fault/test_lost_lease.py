@@ -19,7 +19,8 @@ the Lease holder of that moment.
 
 Every spec write (a generation change) to d1 must fall in replica-b's term,
 none after replica-a resumed; every spec write to d2 in replica-a's new term.
-Each Deployment's revision rises by exactly one (2 → 3, back at ``:v1``).
+Each Deployment's revision rises by exactly one (2 → 3, back at ``:v1``), and
+replica-a ran its recovery (reconcile, re-drive) in both of its terms.
 """
 
 from __future__ import annotations
@@ -285,3 +286,6 @@ def test_paused_leader_makes_no_write_after_it_resumes(
     for name in (d1, d2):
         rev, image, ready = deployment(kube, namespace, name)
         assert (rev, image.endswith(":v1"), ready) == (3, True, True), f"{name}: {rev} {image} {ready}\n{report}"
+    # Recovery (reconcile the intents left open, re-drive the incidents) ran in each of replica-a's terms.
+    recoveries = (a.workdir / "rollbackd.log").read_text().count('"incidents resumed"')
+    assert recoveries >= 2, f"replica-a recovered {recoveries} time(s) in two terms"
