@@ -64,6 +64,8 @@ class KafkaPublisher:
         self._starting = asyncio.Lock()
         self._failures = 0
         self._retry_at: datetime | None = None
+        # Sends that timed out but may still be delivered, by event id (see ``_send``).
+        self._in_flight: dict[str, asyncio.Future[Any]] = {}
 
     async def __aenter__(self) -> KafkaPublisher:
         return self
@@ -75,6 +77,7 @@ class KafkaPublisher:
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
+        self._in_flight.clear()
         if producer is not None:
             await producer.stop()
 
@@ -92,15 +95,38 @@ class KafkaPublisher:
         self._wait_out_backoff()
         producer = await self._started()
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await producer.send_and_wait(
-                    self._topic, value=orjson.dumps(event), key=str(event["incident_id"]).encode(), headers=[HEADER]
-                )
+            await self._send(producer, event)
         except MessageSizeTooLargeError as exc:
             raise PermanentError(f"event too large for {self._topic}: {exc}", reason="too_large") from exc
         except (KafkaError, TimeoutError) as exc:
             raise self._unreachable(f"publishing to {self._topic} failed: {exc!r}") from exc
         self._failures, self._retry_at = 0, None
+
+    async def _send(self, producer: AIOKafkaProducer, event: dict[str, Any]) -> None:
+        """Send ``event`` and wait for the acknowledgement, at most ``SEND_TIMEOUT_S``.
+
+        A send that timed out stays queued in the producer and is delivered once the broker is
+        back; the outbox's retry of that row then waits for the same send instead of queueing a
+        copy behind it.
+        """
+        event_id = str(event["event_id"])
+        sent = self._in_flight.get(event_id)
+        if sent is None:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                sent = await producer.send(
+                    self._topic, value=orjson.dumps(event), key=str(event["incident_id"]).encode(), headers=[HEADER]
+                )
+            sent.add_done_callback(_retrieve)
+            self._in_flight[event_id] = sent
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await asyncio.shield(sent)
+        except TimeoutError:
+            raise  # still in flight: kept for the retry
+        except BaseException:
+            self._in_flight.pop(event_id, None)
+            raise
+        self._in_flight.pop(event_id, None)
 
     async def _started(self) -> AIOKafkaProducer:
         """The producer, started now if need be; ``TemporaryError`` while the broker is out of reach."""
@@ -135,6 +161,12 @@ class KafkaPublisher:
         delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (self._failures - 1))
         self._retry_at = self._clock.now() + timedelta(seconds=delay)
         return TemporaryError(message, reason="kafka", delay=delay)
+
+
+def _retrieve(sent: asyncio.Future[Any]) -> None:
+    # A send whose retry never came (the daemon stopping) must not log "exception never retrieved".
+    if not sent.cancelled():
+        sent.exception()
 
 
 __all__ = ["CHANNEL", "KafkaPublisher"]
