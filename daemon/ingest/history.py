@@ -18,11 +18,9 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.errors import TemporaryError
 from daemon.ingest.inbox import as_utc
 from daemon.model import DeployEvent, DeployHistory, DeployKind
 from daemon.store.db import Store
@@ -81,25 +79,20 @@ class DeployHistoryStore:
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(DeployRow.id)
         )
-        try:
-            async with self._store.transaction() as session:
-                return (await session.execute(stmt)).first() is not None
-        except (OperationalError, DBAPIError) as exc:
-            raise TemporaryError(f"deploy history write failed: {type(exc.orig).__name__}", reason="store") from exc
+        async with self._store.transaction("deploy history write") as session:
+            return (await session.execute(stmt)).first() is not None
 
     async def record_batch(self, events: Sequence[DeployEvent]) -> int:
         """Store the unknown ``events`` in ONE transaction; how many were new.
 
         The Kafka consumer calls this once per fetched batch and commits the batch's offsets only
-        after it returned: all of the batch is durable, or none of it (``TemporaryError``).
+        after it returned: all of the batch is durable, or none of it (``TemporaryError`` with reason
+        ``store`` when the database cannot answer, as ``Store.transaction`` maps it).
         """
         if not events:
             return 0
-        try:
-            async with self._store.transaction() as session:
-                return await self.record_many(await session.connection(), events)
-        except (OperationalError, DBAPIError) as exc:
-            raise TemporaryError(f"deploy history write failed: {type(exc.orig).__name__}", reason="store") from exc
+        async with self._store.transaction("deploy history write") as session:
+            return await self.record_many(await session.connection(), events)
 
     async def record_many(self, connection: AsyncConnection, events: Sequence[DeployEvent]) -> int:
         """Store the unknown ``events`` on ``connection``, inside the caller's transaction; how many were new."""
@@ -139,9 +132,6 @@ class DeployHistoryStore:
             .order_by(DeployRow.at.desc(), DeployRow.id.desc())
             .limit(limit)
         )
-        try:
-            async with self._store.transaction() as session:
-                rows = list((await session.execute(stmt)).scalars())
-        except (OperationalError, DBAPIError) as exc:
-            raise TemporaryError(f"deploy history read failed: {type(exc.orig).__name__}", reason="store") from exc
+        async with self._store.transaction("deploy history read") as session:
+            rows = list((await session.execute(stmt)).scalars())
         return DeployHistory(events=tuple(_event(r) for r in rows))
