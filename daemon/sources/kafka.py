@@ -159,16 +159,16 @@ class DeployConsumer:
     async def _run(self) -> None:
         consumer = await self._connect()
         while True:
-            fetched = await consumer.getmany(timeout_ms=1000, max_records=self._batch_size)
-            records = [r for _tp, batch in fetched.items() for r in batch]
-            if not records:
-                continue
             try:
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=self._batch_size)
+                records = [r for _tp, batch in fetched.items() for r in batch]
+                if not records:
+                    continue
                 await self._batch(consumer, records)
                 self._failures = 0
             except _Retry as retry:
                 await self._clock.sleep(retry.delay)
-            except KafkaError as exc:  # broker trouble committing or dead-lettering: seeked back, try again
+            except KafkaError as exc:  # broker trouble fetching, committing or dead-lettering: seeked back, again
                 delay = self._backoff()
                 log.warning("kafka error, retrying", error=str(exc), delay_s=delay)
                 await self._clock.sleep(delay)
