@@ -26,6 +26,12 @@ INPUT_REJECTED = Counter(
     ["source", "reason"],
     registry=REGISTRY,
 )
+STORE_ERRORS = Counter(
+    "rollbackd_store_errors",
+    "Database failures at the store's boundary, by reason (store: unreachable, constraint, store_bug).",
+    ["reason"],
+    registry=REGISTRY,
+)
 INBOX_PENDING = Gauge("rollbackd_inbox_pending", "Inbox entries not yet processed.", registry=REGISTRY)
 QUEUE_DEPTH = Gauge("rollbackd_queue_depth", "Items waiting in per-key work queues.", registry=REGISTRY)
 INBOX_ERRORS = Counter(

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from daemon.errors import ConfigError
+from daemon.metrics import STORE_ERRORS
 from daemon.store.errors import StoreUnavailableError, translate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -88,6 +89,7 @@ class Store:
             mapped = translate(exc, what)
             if mapped is None:
                 raise
+            STORE_ERRORS.labels(reason=mapped.reason).inc()
             raise mapped from exc
 
     @asynccontextmanager
@@ -100,6 +102,7 @@ class Store:
             mapped = translate(exc, what)
             if mapped is None:
                 raise
+            STORE_ERRORS.labels(reason=mapped.reason).inc()
             raise mapped from exc
 
     async def upgrade(self, revision: str = "head") -> None:

@@ -147,6 +147,7 @@ async def _outage(daemon: DaemonProcess, pg: Postgres, store: Store, load: Load)
         "ready_during": {code for at, code in ready if down_at + 2 < at < back_at},
         "ready_after": {code for at, code in ready if at > up_at + 5},
         "decided": metric(daemon, "rollbackd_decisions_total"),
+        "store_errors": metric(daemon, "rollbackd_store_errors_total", 'reason="store"'),
         "alive": daemon.popen is not None and daemon.popen.poll() is None,
     }
 
@@ -181,3 +182,4 @@ async def test_a_database_restart_loses_no_accepted_alert(tmp_path: Path) -> Non
     assert seen["ready_during"] == {503}, seen
     assert seen["ready_after"] == {200}, seen
     assert seen["decided"] == len(load.accepted)  # each accepted alert decided once, none twice
+    assert seen["store_errors"] >= load.statuses[503]  # every refusal was a counted store failure
