@@ -9,8 +9,8 @@ the event loop, so start-up needs no second engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=5000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Re-raise database and driver errors as the store's own (``store.errors``), counted."""
+    try:
+        yield
+    except BaseException as exc:
+        mapped = translate(exc, what)
+        if mapped is None:
+            raise
+        STORE_ERRORS.labels(reason=mapped.reason).inc()
+        raise mapped from exc
 
 
 class Store:
@@ -82,28 +95,16 @@ class Store:
         Database and driver errors, at any statement or at the commit, leave as the
         errors of ``daemon.store.errors``; everything else passes unchanged.
         """
-        try:
+        with _mapped(what):
             async with self.sessions() as session, session.begin():
                 yield session
-        except BaseException as exc:
-            mapped = translate(exc, what)
-            if mapped is None:
-                raise
-            STORE_ERRORS.labels(reason=mapped.reason).inc()
-            raise mapped from exc
 
     @asynccontextmanager
     async def connect(self, what: str = "store connection") -> AsyncIterator[AsyncConnection]:
         """A Core connection in one transaction, with the same error mapping as ``transaction``."""
-        try:
+        with _mapped(what):
             async with self.engine.begin() as conn:
                 yield conn
-        except BaseException as exc:
-            mapped = translate(exc, what)
-            if mapped is None:
-                raise
-            STORE_ERRORS.labels(reason=mapped.reason).inc()
-            raise mapped from exc
 
     async def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` with alembic."""
