@@ -207,7 +207,7 @@ class DeployConsumer:
             new = await self._history.record_batch(events)
         except TemporaryError as exc:
             DEPLOY_EVENTS.labels(outcome="retried").inc(len(events))
-            delay = max(exc.delay or 0.0, self._backoff())  # the store's hint, within our capped backoff
+            delay = max(exc.delay or 0.0, self._backoff())  # the longer of the store's hint and our backoff
             log.warning("deploy events not stored, retrying", events=len(events), error=str(exc), delay_s=delay)
             raise _Retry(delay) from None
         DEPLOY_EVENTS.labels(outcome="accepted").inc(new)

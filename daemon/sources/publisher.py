@@ -133,6 +133,7 @@ class KafkaPublisher:
         async with self._starting:
             if self._producer is not None:
                 return self._producer
+            self._wait_out_backoff()  # a delivery that queued behind a failed start must not start again
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._settings.bootstrap_servers,
                 client_id=self._client_id,
