@@ -34,6 +34,7 @@ from daemon.incidents.service import IncidentService
 from daemon.model import NO_APPROVAL, Alert, AlertStatus, DeployHistory
 from daemon.rules import RuleRegistry
 from daemon.store.db import Store
+from daemon.target import target_from_labels
 
 TARGET_MB = 200.0
 
@@ -62,6 +63,7 @@ def alert(i: int, now: datetime) -> Alert:
         now,
         f"fp-{i}",
         "bench",
+        target_from_labels(labels),
         value=0.9,
     )
 

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 import yaml
 
-from daemon.model import Alert, AlertStatus, DeployEvent, DeployHistory, DeployKind
+from daemon.model import Alert, AlertStatus, DeployEvent, DeployHistory, DeployKind, Target
 from daemon.rules import load_ruleset
 
 SIZES = (10, 100, 1_000, 10_000)
@@ -74,6 +74,7 @@ def measure(n: int, tmp: Path) -> dict:
         now,
         "fp",
         "bench",
+        Target("prod", "web"),
         value=0.9,
     )
     history = DeployHistory((DeployEvent("d1", DeployKind.SUCCEEDED, "checkout", "prod", "web", now, revision=3),))

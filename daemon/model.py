@@ -14,6 +14,10 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+# Re-exported (mypy strict needs the alias): every stage names targets through the model.
+from daemon.target import Target as Target  # noqa: PLC0414 - explicit re-export
+from daemon.target import target_from_labels
+
 
 def frozen_map(data: Mapping[str, str] | None = None) -> Mapping[str, str]:
     return MappingProxyType(dict(data or {}))
@@ -26,7 +30,11 @@ class AlertStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert as Alertmanager, Prometheus or the poller reported it."""
+    """One alert as Alertmanager, Prometheus or the poller reported it.
+
+    ``target`` is the workload the labels name (``daemon.target.target_from_labels``), decided
+    once by the source that built the alert; every later stage reads it, never the labels.
+    """
 
     name: str
     status: AlertStatus
@@ -35,6 +43,7 @@ class Alert:
     starts_at: datetime
     fingerprint: str
     source: str
+    target: Target | None
     ends_at: datetime | None = None
     generator_url: str = ""
     value: float | None = None
@@ -54,21 +63,28 @@ class Alert:
             "ends_at": self.ends_at.isoformat() if self.ends_at else None,
             "fingerprint": self.fingerprint,
             "source": self.source,
+            "target": self.target.to_json() if self.target else None,
             "generator_url": self.generator_url,
             "value": self.value,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        labels = frozen_map(data["labels"])
+        if "target" in data:
+            target = Target.from_json(data["target"]) if data["target"] else None
+        else:  # written before alerts carried their target: the same rule, applied now
+            target = target_from_labels(labels)
         return cls(
             name=data["name"],
             status=AlertStatus(data["status"]),
-            labels=frozen_map(data["labels"]),
+            labels=labels,
             annotations=frozen_map(data.get("annotations")),
             starts_at=datetime.fromisoformat(data["starts_at"]),
             ends_at=datetime.fromisoformat(data["ends_at"]) if data.get("ends_at") else None,
             fingerprint=data["fingerprint"],
             source=data["source"],
+            target=target,
             generator_url=data.get("generator_url", ""),
             value=data.get("value"),
         )
@@ -118,22 +134,6 @@ class DeployEvent:
             revision=d.get("revision"), image=d.get("image", ""), version=d.get("version", ""),
             commit=d.get("commit", ""), author=d.get("author", ""), migration=bool(d.get("migration")),
         )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Target:
-    """A Deployment rollbackd may act on."""
-
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    @classmethod
-    def parse(cls, text: str, default_namespace: str = "default") -> Target:
-        ns, sep, name = text.partition("/")
-        return cls(ns, name) if sep else cls(default_namespace, ns)
 
 
 class Severity(enum.StrEnum):

@@ -67,8 +67,7 @@ class Pipeline:
         if not rules.needs_history(alert):
             return _NO_HISTORY  # a database read per alert was most of the cost of uncorrelated alerts
         return await self._history.snapshot(
-            namespace=alert.labels.get("namespace"),
-            deployment=alert.labels.get("deployment"),
+            target=alert.target,
             service=alert.labels.get("service"),
             since=alert.starts_at - HISTORY_WINDOW,
         )

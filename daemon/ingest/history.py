@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from daemon.ingest.inbox import as_utc
-from daemon.model import DeployEvent, DeployHistory, DeployKind
+from daemon.model import DeployEvent, DeployHistory, DeployKind, Target
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
 
@@ -111,17 +111,16 @@ class DeployHistoryStore:
 
     async def snapshot(
         self,
-        namespace: str | None,
-        deployment: str | None,
+        target: Target | None,
         service: str | None,
         since: datetime,
         *,
         limit: int = 100,
     ) -> DeployHistory:
-        """Deploys of the Deployment ``namespace/deployment`` or of ``service`` since ``since``, newest first."""
+        """Deploys of ``target`` or of ``service`` since ``since``, newest first."""
         matches: list[ColumnElement[bool]] = []
-        if namespace and deployment:
-            matches.append((DeployRow.namespace == namespace) & (DeployRow.deployment == deployment))
+        if target is not None:
+            matches.append((DeployRow.namespace == target.namespace) & (DeployRow.deployment == target.name))
         if service:
             matches.append(DeployRow.service == service)
         if not matches:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -68,12 +68,12 @@ class AcceptResult:
     duplicates: int
 
 
-def partition_key(labels: Mapping[str, str], fallback: str) -> str:
-    """``namespace/deployment`` when the labels name one, so one target's events stay in order."""
-    namespace, deployment = labels.get("namespace"), labels.get("deployment")
-    if namespace and deployment:
-        return f"{namespace}/{deployment}"
-    return fallback
+def partition_key(alert: Alert) -> str:
+    """The alert's target (``namespace/name``), so one workload's alerts are handled in order.
+
+    An alert that names no workload is ordered with the other alerts of its name.
+    """
+    return str(alert.target) if alert.target is not None else alert.name
 
 
 def as_utc(when: datetime) -> datetime:
@@ -189,7 +189,7 @@ class Inbox:
                 "dedupe_key": a.dedupe_key,
                 "kind": "alert",
                 "source": a.source,
-                "partition_key": partition_key(a.labels, a.name),
+                "partition_key": partition_key(a),
                 "payload": a.to_json(),
                 "received_at": as_utc(now),
             }

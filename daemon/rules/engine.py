@@ -52,7 +52,7 @@ def evaluate(tables: EngineTables, alert: Alert, history: DeployHistory) -> list
     for rule in tables.index.candidates(labels):
         if not all(m.matches(labels) for m in rule.matchers):
             continue
-        deploy = _correlate(rule, alert, labels, history)
+        deploy = _correlate(rule, alert, history)
         if rule.correlate_required and deploy is None:
             continue
         key = deploy.event_id if deploy else None
@@ -60,9 +60,7 @@ def evaluate(tables: EngineTables, alert: Alert, history: DeployHistory) -> list
             activations[key] = activation(alert, deploy)
         if rule.when is not None and not rule.when.holds(activations[key], rule=rule.name):
             continue
-        decisions.append(
-            _decide(tables, rule, alert, labels=labels, deploy=deploy, history=history, act=activations.get(key))
-        )
+        decisions.append(_decide(tables, rule, alert, deploy=deploy, history=history, act=activations.get(key)))
         if not rule.continue_:
             break
     if not decisions:
@@ -72,20 +70,13 @@ def evaluate(tables: EngineTables, alert: Alert, history: DeployHistory) -> list
     return decisions
 
 
-def _label_target(labels: Mapping[str, str]) -> Target | None:
-    name = labels.get("deployment")
-    return Target(labels.get("namespace") or "default", name) if name else None
-
-
-def _correlate(
-    rule: CompiledDecision, alert: Alert, labels: Mapping[str, str], history: DeployHistory
-) -> DeployEvent | None:
+def _correlate(rule: CompiledDecision, alert: Alert, history: DeployHistory) -> DeployEvent | None:
     """The latest deployment (not one of our rollbacks) of the alert's target within the window."""
     if rule.correlate_within_s is None:
         return None
     earliest = alert.starts_at - timedelta(seconds=rule.correlate_within_s)
-    target = _label_target(labels)
-    service = labels.get("service")
+    target = alert.target  # decided at the edge, as the history was read for it
+    service = alert.labels.get("service")
     fixed = set(rule.targets or ())
     for ev in history.events:  # newest first
         if ev.at > alert.starts_at or ev.kind is DeployKind.ROLLED_BACK:
@@ -121,14 +112,13 @@ def _previous_revision(deploy: DeployEvent, history: DeployHistory) -> int | Non
     return None
 
 
-def _targets(rule: CompiledDecision, labels: Mapping[str, str], deploy: DeployEvent | None) -> tuple[Target, ...]:
+def _targets(rule: CompiledDecision, alert: Alert, deploy: DeployEvent | None) -> tuple[Target, ...]:
     if rule.targets is not None:
         return rule.targets
     if rule.target_from == "deploy" and deploy is not None:
         return (deploy.target,)
-    target = _label_target(labels)
-    if target is not None:
-        return (target,)
+    if alert.target is not None:
+        return (alert.target,)
     return (deploy.target,) if deploy is not None else ()
 
 
@@ -137,7 +127,6 @@ def _decide(
     rule: CompiledDecision,
     alert: Alert,
     *,
-    labels: Mapping[str, str],
     deploy: DeployEvent | None,
     history: DeployHistory,
     act: Any,
@@ -153,7 +142,7 @@ def _decide(
         rule=rule.name,
         severity=rule.severity,
         action=rule.action,
-        targets=_targets(rule, labels, deploy),
+        targets=_targets(rule, alert, deploy),
         approval=approval,
         act_within_s=rule.within_s,
         rollback_time_objective_s=rule.objective_s,
@@ -175,7 +164,7 @@ def _threshold_notice(tables: EngineTables, alert: Alert, labels: Mapping[str, s
         rule=spec.name,
         severity=spec.severity,
         action=ActionKind.NOTIFY,
-        targets=(t,) if (t := _label_target(labels)) else (),
+        targets=(alert.target,) if alert.target is not None else (),
         approval=NO_APPROVAL,
         channels=spec.channels or tables.routing.get(spec.severity.value, ()),
         reason=_reason(f"{th.component} {th.metric} {spec.comparator.value} {spec.threshold:g}", alert, None, False),

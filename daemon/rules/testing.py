@@ -26,6 +26,7 @@ from daemon.rules.loader import RuleError, parse_yaml
 from daemon.rules.registry import load_ruleset
 from daemon.rules.ruleset import RuleSet
 from daemon.rules.schema import ApprovalDef
+from daemon.target import target_from_labels
 
 
 class _Strict(BaseModel):
@@ -182,6 +183,7 @@ def _alert(step: AlertStep, start: datetime, when: datetime) -> Alert:
         starts_at=started,
         fingerprint=hashlib.sha256(key).hexdigest()[:16],
         source="rules-test",
+        target=target_from_labels(step.labels),
         ends_at=when if step.status is AlertStatus.RESOLVED else None,
         value=step.value,
     )

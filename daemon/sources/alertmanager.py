@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from daemon.errors import InputError
 from daemon.model import Alert, AlertStatus, frozen_map
 from daemon.sources.common import annotation_value, fingerprint, optional_utc, rejection, utc
+from daemon.target import target_from_labels
 
 SOURCE = "alertmanager"
 SUPPORTED_VERSION = "4"
@@ -99,6 +100,7 @@ def to_alert(item: WebhookAlert, index: int) -> Alert:
         ends_at=optional_utc(item.ends_at),
         fingerprint=item.fingerprint or fingerprint(item.labels),
         source=SOURCE,
+        target=target_from_labels(item.labels),
         generator_url=item.generator_url,
         value=annotation_value(item.annotations),
     )

@@ -29,6 +29,7 @@ from daemon.metrics import NO_DATA
 from daemon.model import Alert, AlertStatus, ThresholdSpec, frozen_map
 from daemon.sources.common import fingerprint
 from daemon.sources.prometheus_query import Sample
+from daemon.target import target_from_labels
 
 log = get_logger(__name__)
 
@@ -176,6 +177,7 @@ class ThresholdPoller:
             ends_at=ends_at,
             fingerprint=fingerprint(labels),
             source=SOURCE,
+            target=target_from_labels(labels),
             value=series.value,
         )
 

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 from daemon.errors import InputError
 from daemon.model import Alert, AlertStatus, frozen_map
 from daemon.sources.common import annotation_value, fingerprint, optional_utc, rejection, utc
+from daemon.target import target_from_labels
 
 SOURCE = "prometheus"
 MAX_BATCH = 64  # Prometheus' notifier batch size; more in one request is not Prometheus talking
@@ -55,6 +56,7 @@ def to_alert(item: PostableAlert, index: int, now: datetime) -> Alert:
         ends_at=ends_at,
         fingerprint=fingerprint(item.labels),
         source=SOURCE,
+        target=target_from_labels(item.labels),
         generator_url=item.generator_url,
         value=annotation_value(item.annotations),
     )

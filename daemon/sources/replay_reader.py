@@ -30,6 +30,7 @@ from daemon.model import Alert, AlertStatus, DeployEvent
 from daemon.sources.alertmanager import parse_webhook
 from daemon.sources.common import utc
 from daemon.sources.deploy_events import parse_deploy_event
+from daemon.target import target_from_labels
 
 MAX_RECORDS = 1_000_000  # a replay holds every record in memory; refuse absurd ranges
 
@@ -77,6 +78,7 @@ def _normalized_alert(document: dict[str, Any], where: str) -> Alert:
         ends_at=utc(alert.ends_at) if alert.ends_at else None,
         fingerprint=alert.fingerprint,
         source=alert.source,
+        target=target_from_labels(alert.labels),  # this edge decides, as the live ones do
         generator_url=alert.generator_url,
         value=alert.value,
     )

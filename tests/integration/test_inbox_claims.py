@@ -59,7 +59,7 @@ async def test_a_row_that_commits_after_a_higher_id_is_still_dispatched(pg_store
         held.add(
             InboxRow(
                 dedupe_key=slow.dedupe_key, kind="alert", source=slow.source,
-                partition_key=partition_key(slow.labels, slow.name), payload=slow.to_json(),
+                partition_key=partition_key(slow), payload=slow.to_json(),
                 received_at=clock.now(),
             )
         )  # fmt: skip

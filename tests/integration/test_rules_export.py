@@ -21,6 +21,7 @@ from daemon.clock import FakeClock
 from daemon.model import ActionKind, Alert, AlertStatus, DeployHistory, Target
 from daemon.rules import RuleRegistry, load_ruleset
 from daemon.rules.export import export
+from daemon.target import target_from_labels
 from tests.stack.exporter import Exporter
 from tests.stack.prometheus import Prometheus, promtool_check_rules
 
@@ -114,6 +115,7 @@ def test_prometheus_alert_maps_back_to_its_rule_and_survives_a_broken_reload(
         starts_at=datetime.fromisoformat(firing["activeAt"].replace("Z", "+00:00")).astimezone(UTC),
         fingerprint="it",
         source="prometheus",
+        target=target_from_labels(firing["labels"]),
         value=float(firing["annotations"]["value"]),
     )
     [before] = registry.current.evaluate(alert, DeployHistory())

@@ -51,6 +51,7 @@ def alert(fp: str = "fp1", status: AlertStatus = AlertStatus.FIRING) -> Alert:
         starts_at=datetime(2025, 12, 31, 23, 59, tzinfo=UTC),
         fingerprint=fp,
         source="alertmanager",
+        target=WEB,
         value=0.12,
     )
 

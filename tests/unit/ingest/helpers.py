@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from daemon.model import Alert, AlertStatus, DeployEvent, DeployKind, frozen_map
 from daemon.sources.common import fingerprint
+from daemon.target import target_from_labels
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -29,6 +30,7 @@ def alert(
         starts_at=T0 + timedelta(minutes=starts_min),
         fingerprint=fingerprint(lab),
         source="alertmanager",
+        target=target_from_labels(lab),
     )
 
 

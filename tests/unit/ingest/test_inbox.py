@@ -11,12 +11,13 @@ from daemon.clock import FakeClock
 from daemon.errors import QueueFullError
 from daemon.ingest.inbox import Inbox, partition_key
 from daemon.metrics import INBOX_PENDING
-from daemon.model import AlertStatus
+from daemon.model import Alert, AlertStatus, Target
+from daemon.sources.prometheus_push import PostableAlert, to_alert
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
 from tests.inbox_util import unprocessed
 
-from .helpers import alert
+from .helpers import T0, alert
 
 
 async def rows(store: Store) -> int:
@@ -90,10 +91,23 @@ async def test_listener_is_called_only_when_rows_were_added(store: Store, clock:
     assert calls == [1]
 
 
-def test_partition_key_is_the_deployment_when_labels_name_one() -> None:
-    assert partition_key({"namespace": "shop", "deployment": "web"}, "X") == "shop/web"
-    assert partition_key({"deployment": "web"}, "X") == "X"
-    assert partition_key({}, "HighErrorRate") == "HighErrorRate"
+def test_partition_key_is_the_alerts_target_else_its_name() -> None:
+    def pushed(**labels: str) -> Alert:  # built by a real edge parser, as the inbox receives them
+        return to_alert(PostableAlert(labels={"alertname": "HighErrorRate", **labels}), 0, T0)
+
+    assert partition_key(pushed(namespace="shop", deployment="web")) == "shop/web"
+    assert partition_key(pushed(deployment="web")) == "default/web"  # the target's namespace default
+    assert partition_key(pushed(service="web")) == "HighErrorRate"  # no workload named
+
+
+async def test_the_row_carries_the_target_the_edge_decided(store: Store, clock: FakeClock) -> None:
+    inbox = Inbox(store, clock)
+    await inbox.accept_alerts([alert(deployment="web")])
+    [item] = await unprocessed(inbox, 10)
+    assert item.alert.target == Target("shop", "web")
+    async with store.transaction() as session:
+        [payload] = (await session.execute(select(InboxRow.payload))).scalars()
+    assert payload["target"] == {"namespace": "shop", "name": "web"}
 
 
 async def test_many_rows_close_in_one_call_each_with_its_outcome(store: Store, clock: FakeClock) -> None:

@@ -10,6 +10,7 @@ from types import MappingProxyType
 import pytest
 
 from daemon.model import Alert, AlertStatus, DeployEvent, DeployKind
+from daemon.target import target_from_labels
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "rules"
@@ -47,6 +48,7 @@ def alert(name: str, minutes: float = 0, value: float | None = None, status: str
         starts_at=T0 + timedelta(minutes=minutes),
         fingerprint=f"fp-{name}",
         source="test",
+        target=target_from_labels(labels),
         value=value,
     )
 
