@@ -11,7 +11,7 @@ loop breaker, so several replicas sharing PostgreSQL share them too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -66,8 +66,7 @@ def _from_row(row: RollbackIntentRow) -> Intent:
         dry_run=row.dry_run,
         from_revision=row.from_revision,
         to_revision=row.to_revision,
-        # SQLite hands timestamps back naive; they were written as UTC.
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        created_at=row.created_at,
         detail=dict(row.detail or {}),
     )
 

@@ -16,7 +16,7 @@ import hmac
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyotp
 from argon2 import PasswordHasher
@@ -69,11 +69,6 @@ def load_approvers(settings: list[ApproverSettings]) -> dict[str, Approver]:
     return found
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything we write is UTC.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 class Approvers:
     """Verifies approval codes with a persisted per-approver lockout and a global rate limit."""
 
@@ -107,7 +102,7 @@ class Approvers:
             if lock is None and approver is not None:
                 lock = ApproverLockRow(approver=name, failures=0)
                 s.add(lock)
-            until = _utc(lock.locked_until) if lock else None
+            until = lock.locked_until if lock else None
             if lock is not None and until is not None and until > now:
                 APPROVAL_ATTEMPTS.labels(outcome="locked").inc()
                 raise ApproverLockedError(name, until)

@@ -21,7 +21,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.ingest.inbox import as_utc
 from daemon.model import DeployEvent, DeployHistory, DeployKind, Target
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
@@ -37,7 +36,7 @@ def _event(row: DeployRow) -> DeployEvent:
         service=row.service,
         namespace=row.namespace,
         deployment=row.deployment,
-        at=as_utc(row.at),
+        at=row.at,
         revision=row.revision,
         image=row.image,
         version=row.version,
@@ -60,7 +59,7 @@ def _values(event: DeployEvent) -> dict[str, Any]:
         "commit": event.commit,
         "author": event.author,
         "migration": event.migration,
-        "at": as_utc(event.at),
+        "at": event.at,
     }
 
 
@@ -127,7 +126,7 @@ class DeployHistoryStore:
             return DeployHistory()
         stmt = (
             select(DeployRow)
-            .where(or_(*matches), DeployRow.at >= as_utc(since))
+            .where(or_(*matches), DeployRow.at >= since)
             .order_by(DeployRow.at.desc(), DeployRow.id.desc())
             .limit(limit)
         )

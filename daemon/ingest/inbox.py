@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import func, select, update
@@ -76,11 +76,6 @@ def partition_key(alert: Alert) -> str:
     return str(alert.target) if alert.target is not None else alert.name
 
 
-def as_utc(when: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
 def _rowcount(result: Any) -> int:
     """Rows an UPDATE matched; both drivers report it (``CursorResult.rowcount``)."""
     return max(0, int(getattr(result, "rowcount", 0)))
@@ -88,9 +83,8 @@ def _rowcount(result: Any) -> int:
 
 def decode_row(row: InboxRow) -> InboxItem:
     """The item an inbox row holds; ValueError (or KeyError, TypeError) when it cannot be read."""
-    received = as_utc(row.received_at)
     if row.kind == "alert":
-        return InboxItem(row.id, "alert", row.partition_key, received, alert=Alert.from_json(row.payload))
+        return InboxItem(row.id, "alert", row.partition_key, row.received_at, alert=Alert.from_json(row.payload))
     # "deploy" rows were written by versions that queued deploy events here; the history has them.
     raise ValueError(f"unknown inbox kind {row.kind!r}")
 
@@ -191,7 +185,7 @@ class Inbox:
                 "source": a.source,
                 "partition_key": partition_key(a),
                 "payload": a.to_json(),
-                "received_at": as_utc(now),
+                "received_at": now,
             }
             for a in alerts
         ]

@@ -26,7 +26,7 @@ import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -70,11 +70,6 @@ class Claim:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class OutboxWorker:
@@ -207,7 +202,7 @@ class OutboxWorker:
         async with self._store.transaction() as session:
             rows = (await session.execute(query)).scalars().all()
             snapshot = [
-                Claim(r.id, r.incident_id, r.channel, r.kind, dict(r.payload), r.attempts, _aware(r.created_at))
+                Claim(r.id, r.incident_id, r.channel, r.kind, dict(r.payload), r.attempts, r.created_at)
                 for r in rows
             ]
             for c in snapshot:

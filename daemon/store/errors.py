@@ -101,6 +101,16 @@ def _driver_name(exc: BaseException) -> str:
     return type(inner if inner is not None else exc).__name__
 
 
+def _is_bug(exc: sa_exc.StatementError) -> bool:
+    """A statement that fails however often it is retried."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        # Raised while preparing it (a bind value its column type refuses, such as a naive
+        # datetime): the database never saw it.
+        return True
+    wrong_statement = sa_exc.ProgrammingError | sa_exc.DataError | sa_exc.NotSupportedError
+    return isinstance(exc, wrong_statement) and not exc.connection_invalidated
+
+
 def translate(exc: BaseException, what: str) -> RollbackdError | None:
     """The rollbackd error for a failure inside the store, or None when it is not the store's to map."""
     if isinstance(exc, RollbackdError | asyncio.CancelledError | GeneratorExit | KeyboardInterrupt | SystemExit):
@@ -108,8 +118,7 @@ def translate(exc: BaseException, what: str) -> RollbackdError | None:
     if isinstance(exc, sa_exc.IntegrityError):
         name = _constraint_name(exc)
         return ConstraintError(name, f"{what}: constraint {name} violated")
-    wrong_statement = sa_exc.ProgrammingError | sa_exc.DataError | sa_exc.NotSupportedError
-    if isinstance(exc, wrong_statement) and not exc.connection_invalidated:
+    if isinstance(exc, sa_exc.StatementError) and _is_bug(exc):
         return StoreBugError(f"{what}: {_driver_name(exc)}: {exc.orig}")
     if isinstance(exc, sa_exc.SQLAlchemyError | OSError | TimeoutError | ConnectionError):
         # Connection refused or reset, "the database system is shutting down", pool timeouts,

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Index,
@@ -24,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from daemon.store.types import UtcDateTime
+
 OPEN_GROUP_INDEX = "ux_incidents_open_group"
 
 
@@ -31,7 +32,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
         dict[str, Any]: JSON,
         list[Any]: JSON,
-        datetime: DateTime(timezone=True),
+        datetime: UtcDateTime(),  # aware UTC in and out, on SQLite too
     }
 
 
