@@ -173,6 +173,8 @@ class RollbackExecutor:
             return
         plan = plan_undo(deployment, replicasets, req.to_revision or 0, ignore_paused=work.paused_by_us)
         work.plan = plan
+        if plan.warning:  # kubectl prints it and carries on; so do we
+            log.warning("rollback.kubectl_apply_warning", target=str(work.target), warning=plan.warning)
         if plan.skipped:
             work.settle(TargetResult.ALREADY_DONE, plan.skipped)
             return

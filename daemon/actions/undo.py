@@ -7,7 +7,8 @@ the previous (second-highest) revision or a given one, the same errors in the
 same order, the same skip when the template already matches, the template
 without ``pod-template-hash``, the same annotation handling and the same JSON
 patch. Planning is pure (``plan_undo``) so it is tested without a cluster;
-``undo`` adds the three API calls.
+``load`` and ``apply_plan`` are the API calls around it, which the executor
+makes (``actions.executor``, with the intent, the fence and the checks).
 """
 
 from __future__ import annotations
@@ -270,12 +271,3 @@ async def apply_plan(kube: KubeApi, plan: UndoPlan, *, dry_run: bool = False) ->
         plan.target.namespace, plan.target.name, list(plan.patch), patch_type="json", dry_run=dry_run
     )
 
-
-async def undo(kube: KubeApi, target: Target, to_revision: int = 0, *, dry_run: bool = False) -> UndoPlan:
-    """``kubectl rollout undo deployment/<name> [--to-revision=N] [--dry-run=server]``."""
-    if to_revision < 0:
-        raise revision_not_found_error(to_revision)
-    deployment, replicasets = await load(kube, target)
-    plan = plan_undo(deployment, replicasets, to_revision)
-    await apply_plan(kube, plan, dry_run=dry_run)
-    return plan

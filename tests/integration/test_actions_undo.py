@@ -2,9 +2,11 @@
 
 Two namespaces get the same Deployment with the same three revisions (applied
 with ``kubectl apply``, each with its own annotations, so the annotation
-handling is exercised). kubectl undoes one, rollbackd the other; the
-resulting pod templates, Deployment annotations and ReplicaSet revisions must
-be identical — and the refusals must carry kubectl's messages.
+handling is exercised). kubectl undoes one, rollbackd the other through its
+production path (``RollbackExecutor.execute`` with a break-glass request, as
+``rollbackd rollback`` sends it); the resulting pod templates, Deployment
+annotations and ReplicaSet revisions must be identical — and the refusals must
+carry kubectl's messages.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from daemon.actions.client import KubeApi, build_api_client
-from daemon.actions.undo import UndoError, undo
+from daemon.actions.client import build_api_client
+from daemon.actions.executor import RollbackExecutor
+from daemon.clock import SystemClock
 from daemon.config import KubernetesSettings
-from daemon.model import Target
+from daemon.model import RollbackRequest, Target, TargetOutcome, TargetResult
+from daemon.store.db import Store
 from tests.stack.kube import KubeCluster
 
 pytestmark = pytest.mark.integration
@@ -83,12 +88,29 @@ def twin(kube: KubeCluster, namespace: str) -> Iterator[str]:
 
 
 @pytest.fixture
-async def kube_api(kube: KubeCluster) -> AsyncIterator[KubeApi]:
-    api = await build_api_client(KubernetesSettings(kubeconfig=kube.kubeconfig))
+async def executor(kube: KubeCluster, store: Store) -> AsyncIterator[RollbackExecutor]:
+    settings = KubernetesSettings(kubeconfig=kube.kubeconfig, rollout_timeout_s=120)
+    api = await build_api_client(settings)
     try:
-        yield KubeApi(api, 10.0)
+        yield RollbackExecutor(api, store, SystemClock(), settings)
     finally:
         await api.close()
+
+
+async def rollback(
+    executor: RollbackExecutor, namespace: str, to_revision: int = 0, *, dry_run: bool = False
+) -> TargetOutcome:
+    """``rollbackd rollback NS/web [--to-revision N]``: a break-glass request for one Deployment."""
+    request = RollbackRequest(
+        incident_id=f"undo-{namespace}-{to_revision}-{dry_run}",
+        targets=(Target(namespace, "web"),),
+        reason="differential test against kubectl",
+        automatic=False,
+        to_revision=to_revision or None,
+        dry_run=dry_run,
+    )
+    [outcome] = (await executor.execute(request)).targets
+    return outcome
 
 
 def kubectl_undo(kube: KubeCluster, namespace: str, *extra: str) -> tuple[int, str]:
@@ -100,7 +122,7 @@ def kubectl_undo(kube: KubeCluster, namespace: str, *extra: str) -> tuple[int, s
 
 @pytest.mark.parametrize("to_revision", [0, 1], ids=["previous", "revision-1"])
 async def test_undo_matches_kubectl(
-    kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi, to_revision: int
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor, to_revision: int
 ) -> None:
     deploy_revisions(kube, namespace)
     deploy_revisions(kube, twin)
@@ -109,10 +131,12 @@ async def test_undo_matches_kubectl(
     extra = [f"--to-revision={to_revision}"] if to_revision else []
     code, out = kubectl_undo(kube, twin, *extra)
     assert code == 0, out
-    plan = await undo(kube_api, Target(namespace, "web"), to_revision)
-    assert plan.to_revision == (to_revision or 2)
-    assert plan.from_revision == 3
-    assert plan.warning.startswith("resource deployments/web was previously managed with 'kubectl apply'.")
+    with capture_logs() as logs:
+        outcome = await rollback(executor, namespace, to_revision)
+    assert outcome.result is TargetResult.ROLLED_BACK, outcome.detail
+    assert (outcome.from_revision, outcome.to_revision) == (3, to_revision or 2)
+    [warned] = [e for e in logs if e["event"] == "rollback.kubectl_apply_warning"]
+    assert warned["warning"].startswith("resource deployments/web was previously managed with 'kubectl apply'.")
     wait_settled(kube, namespace)
     wait_settled(kube, twin)
 
@@ -126,66 +150,71 @@ async def test_undo_matches_kubectl(
 
 
 async def _same_error(
-    kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi, to_revision: int
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor, to_revision: int
 ) -> tuple[str, str]:
     before = snapshot(kube, namespace)
     code, out = kubectl_undo(kube, twin, *([f"--to-revision={to_revision}"] if to_revision else []))
     assert code != 0
-    with pytest.raises(UndoError) as err:
-        await undo(kube_api, Target(namespace, "web"), to_revision)
+    outcome = await rollback(executor, namespace, to_revision)
+    assert outcome.result is TargetResult.REFUSED
     assert snapshot(kube, namespace) == before  # refused means untouched
-    return str(err.value), out
+    return outcome.detail, out
 
 
 async def test_paused_deployment_refused_like_kubectl(
-    kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor
 ) -> None:
     for ns in (namespace, twin):
         deploy_revisions(kube, ns, count=2)
         kube.kubectl("rollout", "pause", "deployment/web", "-n", ns)
-    ours, theirs = await _same_error(kube, namespace, twin, kube_api, 0)
+    ours, theirs = await _same_error(kube, namespace, twin, executor, 0)
     assert ours.startswith("you cannot rollback a paused deployment")
     assert theirs == f"error: {ours}"
 
 
 async def test_missing_revision_refused_like_kubectl(
-    kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor
 ) -> None:
     for ns in (namespace, twin):
         deploy_revisions(kube, ns, count=2)
-    ours, theirs = await _same_error(kube, namespace, twin, kube_api, 7)
+    ours, theirs = await _same_error(kube, namespace, twin, executor, 7)
     assert ours == "unable to find specified revision 7 in history"
     assert theirs == f"error: {ours}"
 
 
-async def test_no_history_refused_like_kubectl(kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi) -> None:
+async def test_no_history_refused_like_kubectl(
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor
+) -> None:
     for ns in (namespace, twin):
         deploy_revisions(kube, ns, count=1)
-    ours, theirs = await _same_error(kube, namespace, twin, kube_api, 0)
+    ours, theirs = await _same_error(kube, namespace, twin, executor, 0)
     assert ours == 'no rollout history found for deployment "web"'
     assert theirs == f"error: {ours}"
 
 
 async def test_current_revision_is_skipped_like_kubectl(
-    kube: KubeCluster, namespace: str, twin: str, kube_api: KubeApi
+    kube: KubeCluster, namespace: str, twin: str, executor: RollbackExecutor
 ) -> None:
     for ns in (namespace, twin):
         deploy_revisions(kube, ns, count=2)
     before = snapshot(kube, namespace)
     code, out = kubectl_undo(kube, twin, "--to-revision=2")
-    plan = await undo(kube_api, Target(namespace, "web"), 2)
+    outcome = await rollback(executor, namespace, 2)
     assert code == 0
-    assert out == f"deployment.apps/web {plan.skipped}"
-    assert plan.skipped == "skipped rollback (current template already matches revision 2)"
+    assert outcome.result is TargetResult.ALREADY_DONE
+    assert out == f"deployment.apps/web {outcome.detail}"
+    assert outcome.detail == "skipped rollback (current template already matches revision 2)"
     assert snapshot(kube, namespace) == before
 
 
-async def test_server_side_dry_run_changes_nothing(kube: KubeCluster, namespace: str, kube_api: KubeApi) -> None:
+async def test_server_side_dry_run_changes_nothing(
+    kube: KubeCluster, namespace: str, executor: RollbackExecutor
+) -> None:
     deploy_revisions(kube, namespace, count=2)
     before = snapshot(kube, namespace)
     generation = kube.kubectl_json("get", "deployment", "web", "-n", namespace)["metadata"]
-    plan = await undo(kube_api, Target(namespace, "web"), dry_run=True)
-    assert plan.to_revision == 1
+    outcome = await rollback(executor, namespace, dry_run=True)
+    assert (outcome.result, outcome.to_revision) == (TargetResult.DRY_RUN, 1)
     after = kube.kubectl_json("get", "deployment", "web", "-n", namespace)["metadata"]
     assert snapshot(kube, namespace) == before
     assert after["generation"] == generation["generation"]  # type: ignore[index]
