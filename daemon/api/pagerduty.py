@@ -20,7 +20,6 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from daemon.config import Settings
 from daemon.errors import PermanentError, TemporaryError
@@ -28,6 +27,7 @@ from daemon.logs import get_logger
 from daemon.metrics import INPUT_REJECTED
 from daemon.notify.pagerduty import incident_id_from_dedup_key
 from daemon.store.db import Store
+from daemon.store.errors import ConstraintError
 from daemon.store.tables import ReceiptRow
 
 from .responders import IncidentResponder, approver_by_pagerduty_user
@@ -133,5 +133,5 @@ async def _record(store: Store, event_id: str, now: datetime) -> None:
     try:
         async with store.transaction() as session:
             session.add(ReceiptRow(source="pagerduty", receipt_id=event_id, at=now))
-    except IntegrityError:
+    except ConstraintError:
         pass  # a concurrent redelivery recorded it first; the ack was idempotent
