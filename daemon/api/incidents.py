@@ -133,30 +133,28 @@ async def ack_incident(
         return _error(exc)
 
 
+async def _verdict(request: Request, incident_id: str, body: VerdictBody, *, reject: bool) -> Any:
+    service = _service(request)
+    verdict = service.reject if reject else service.approve
+    try:
+        record = await verdict(incident_id, body.approver, body.code, role=body.role, via="api", comment=body.comment)
+    except RollbackdError as exc:
+        return _error(exc)
+    return record.to_json()
+
+
 @router.post("/incidents/{incident_id}/approve")
 async def approve_incident(
     request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
 ) -> Any:
-    try:
-        view = await _service(request).approve(
-            incident_id, body.approver, body.code, role=body.role, via="api", comment=body.comment
-        )
-    except RollbackdError as exc:
-        return _error(exc)
-    return view.to_json()
+    return await _verdict(request, incident_id, body, reject=False)
 
 
 @router.post("/incidents/{incident_id}/reject")
 async def reject_incident(
     request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
 ) -> Any:
-    try:
-        view = await _service(request).reject(
-            incident_id, body.approver, body.code, role=body.role, via="api", comment=body.comment
-        )
-    except RollbackdError as exc:
-        return _error(exc)
-    return view.to_json()
+    return await _verdict(request, incident_id, body, reject=True)
 
 
 @router.post("/rollbacks", status_code=status.HTTP_201_CREATED)

@@ -18,7 +18,8 @@ import httpx
 from rich.console import Console
 
 from daemon.cli.common import DEFAULT_URL, echo_error
-from daemon.incidents.record import IncidentView, render_list, render_timeline
+from daemon.cli.pages import render_list, render_timeline, waiting_for
+from daemon.incidents.record import IncidentRecord
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -127,8 +128,7 @@ def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int)
     """List incidents, newest first."""
     params = [f"limit={limit}"] + ([f"state={state}"] if state else []) + (["open=true"] if open_only else [])
     data = _api(ctx).call("GET", "/api/v1/incidents?" + "&".join(params))
-    views = [IncidentView.from_json(d) for d in data["incidents"]]
-    _show(ctx, data, render_list(views))
+    _show(ctx, data, render_list([IncidentRecord.from_json(d) for d in data["incidents"]]))
 
 
 @incidents.command("show")
@@ -138,7 +138,7 @@ def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int)
 def show_cmd(ctx: click.Context, incident_id: str) -> None:
     """Show one incident's decision record as a timeline."""
     data = _api(ctx).call("GET", f"/api/v1/incidents/{incident_id}")
-    _show(ctx, data, render_timeline(IncidentView.from_json(data)))
+    _show(ctx, data, render_timeline(IncidentRecord.from_json(data)))
 
 
 @click.command()
@@ -151,36 +151,32 @@ def ack(ctx: click.Context, incident_id: str) -> None:
     _show(ctx, data, f"incident {incident_id} acknowledged by {data.get('acknowledged_by')}")
 
 
-def _verdict(ctx: click.Context, verb: str, incident_id: str, *, approver: str, role: str | None, comment: str) -> None:
-    body = {"approver": approver, "code": _prompt_code(approver), "role": role, "comment": comment}
-    data = _api(ctx).call("POST", f"/api/v1/incidents/{incident_id}/{verb}", body)
-    view = IncidentView.from_json(data)
-    waiting = ", ".join(f"{n}x {r}" for r, n in view.missing_roles.items())
-    _show(ctx, data, f"incident {incident_id}: {view.state}" + (f" (waiting for {waiting})" if waiting else ""))
+def _verdict_command(verb: str, summary: str, role_help: str) -> click.Command:
+    """``approve`` or ``reject``: the same options, the code prompted for, the incident's new state shown."""
+
+    @click.command(verb, help=summary)
+    @click.argument("incident_id")
+    @click.option("--approver", required=True, help="Your approver name, as configured.")
+    @click.option("--role", default=None, help=role_help)
+    @click.option("--comment", default="", help="Why (recorded in the decision record).")
+    @_options
+    @click.pass_context
+    def command(ctx: click.Context, incident_id: str, approver: str, role: str | None, comment: str) -> None:
+        body = {"approver": approver, "code": _prompt_code(approver), "role": role, "comment": comment}
+        data = _api(ctx).call("POST", f"/api/v1/incidents/{incident_id}/{verb}", body)
+        record = IncidentRecord.from_json(data)
+        waiting = waiting_for(record)
+        _show(ctx, data, f"incident {incident_id}: {record.state}" + (f" (waiting for {waiting})" if waiting else ""))
+
+    return command
 
 
-@click.command()
-@click.argument("incident_id")
-@click.option("--approver", required=True, help="Your approver name, as configured.")
-@click.option("--role", default=None, help="The role this approval counts for.")
-@click.option("--comment", default="", help="Why (recorded in the decision record).")
-@_options
-@click.pass_context
-def approve(ctx: click.Context, incident_id: str, approver: str, role: str | None, comment: str) -> None:
-    """Approve a pending rollback; prompts for your approval code."""
-    _verdict(ctx, "approve", incident_id, approver=approver, role=role, comment=comment)
-
-
-@click.command()
-@click.argument("incident_id")
-@click.option("--approver", required=True, help="Your approver name, as configured.")
-@click.option("--role", default=None, help="The role you reject as.")
-@click.option("--comment", default="", help="Why (recorded in the decision record).")
-@_options
-@click.pass_context
-def reject(ctx: click.Context, incident_id: str, approver: str, role: str | None, comment: str) -> None:
-    """Reject a pending rollback: it will not run. Prompts for your approval code."""
-    _verdict(ctx, "reject", incident_id, approver=approver, role=role, comment=comment)
+approve = _verdict_command(
+    "approve", "Approve a pending rollback; prompts for your approval code.", "The role this approval counts for."
+)
+reject = _verdict_command(
+    "reject", "Reject a pending rollback: it will not run. Prompts for your approval code.", "The role you reject as."
+)
 
 
 @click.command()

@@ -20,6 +20,8 @@ import click
 import httpx
 
 from daemon.cli.common import DEFAULT_URL, echo_error
+from daemon.cli.pages import waiting_for
+from daemon.incidents.record import IncidentRecord
 
 EXIT_NOT_READY = 1
 EXIT_USAGE = 2
@@ -127,11 +129,10 @@ def _print_incidents(incidents: Answer) -> None:
     if not incidents.ok:
         _refused("incidents", incidents)
         return
-    items = incidents.body.get("incidents", [])
-    click.echo(f"open incidents: {len(items)}")
-    for inc in items:
-        targets = ", ".join(inc.get("decision", {}).get("targets", [])) or "-"
-        ack = f" ack by {inc['acknowledged_by']}" if inc.get("acknowledged_by") else " NOT ACKNOWLEDGED"
-        missing = inc.get("missing_roles") or {}
-        needs = " needs " + ", ".join(f"{n}x {r}" for r, n in missing.items()) if missing else ""
-        click.echo(f"  {inc['id']}  {inc['severity']}  {inc['state']:<18} {inc['rule']}  {targets}{ack}{needs}")
+    records = [IncidentRecord.from_json(d) for d in incidents.body.get("incidents", [])]
+    click.echo(f"open incidents: {len(records)}")
+    for r in records:
+        targets = ", ".join(r.targets) or "-"
+        ack = f" ack by {r.acknowledged_by}" if r.acknowledged_by else " NOT ACKNOWLEDGED"
+        needs = f" needs {waiting}" if (waiting := waiting_for(r)) else ""
+        click.echo(f"  {r.id}  {r.severity.value}  {r.state.value:<18} {r.rule}  {targets}{ack}{needs}")

@@ -1,7 +1,8 @@
 """Approval codes: who may approve, checking a code without leaking it, lockout and rate limits.
 
-``IncidentService`` asks ``Approvers.verify`` before an approval, a rejection or
-a break-glass rollback becomes an event for the state machine. A code is a TOTP
+``incidents.people`` and ``incidents.intake`` (break-glass) call
+``Approvers.verify`` before an approval, a rejection or a break-glass rollback
+becomes an event for the state machine. A code is a TOTP
 (pyotp, one step of clock skew either way, never the same step twice) or a
 personal code checked against its argon2 hash. Failures are counted per
 approver in ``ApproverLockRow`` (persisted, so a restart does not reset them)
@@ -167,6 +168,23 @@ def pick_role(
         if wanted in approver.roles:
             return wanted
     raise NotPermittedError(f"{approver.name} holds none of the roles this incident still needs ({', '.join(missing)})")
+
+
+def veto_role(
+    approver: Approver, requirement: ApprovalRequirement, missing: Mapping[str, int], role: str | None
+) -> str:
+    """The role a rejection is made under: one the incident needs and the approver holds, covered or not.
+
+    Rejecting stops an action — the fail-safe direction — so an approver whose role
+    the approvals so far already cover (or who approved earlier) may still reject.
+    """
+    if role is not None or not requirement.roles:
+        return pick_role(approver, requirement, missing, role)
+    held = [r for r in (*missing, *requirement.roles) if r in approver.roles]
+    if not held:
+        needed = ", ".join(requirement.roles)
+        raise NotPermittedError(f"{approver.name} holds none of the roles this incident needs ({needed})")
+    return held[0]
 
 
 async def lock_rows(store: Store) -> list[ApproverLockRow]:

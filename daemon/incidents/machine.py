@@ -1,8 +1,8 @@
 """The incident state machine: pure transitions from (incident, event) to (incident, effects).
 
-``incidents.service`` loads an ``Incident`` from the store, feeds it one event,
-persists the new value and carries out the effects (timers, notifications, the
-audit entry, the rollback) in the same transaction. Nothing here does I/O or
+``incidents.write`` loads an ``Incident`` (``incidents.state``) from the store,
+feeds it one event, persists the new value and carries out the effects (timers,
+notifications, the audit entry, the rollback) in the same transaction. Nothing here does I/O or
 reads the time: every event carries its own ``at``, so the whole table is
 tested in fake time.
 
@@ -15,9 +15,8 @@ the event does not apply there.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -33,135 +32,13 @@ from daemon.incidents.events import (
     TimerKind,
     cancel_all_timers,
 )
-from daemon.model import ActionKind, Decision, NotificationKind, OnDeadline, QuorumMode, Severity
+from daemon.incidents.state import MANUAL_RULE, PRE_ACTION, TERMINAL, Incident, Policy, State, Vote
+from daemon.model import ActionKind, Decision, NotificationKind, OnDeadline
 
-__all__ = ["TABLE", "Ignored", "Incident", "Policy", "State", "Transition", "Vote", "open_incident", "transition"]
-
-
-class State(enum.StrEnum):
-    OPEN = "open"
-    AWAITING_APPROVAL = "awaiting_approval"
-    APPROVED = "approved"
-    ROLLING_BACK = "rolling_back"
-    VERIFYING = "verifying"
-    RESOLVED = "resolved"
-    REJECTED = "rejected"
-    EXPIRED = "expired"
-    FAILED = "failed"
-    ESCALATED = "escalated"
-
-
-TERMINAL = frozenset({State.RESOLVED, State.REJECTED, State.EXPIRED, State.FAILED})
-# States where no action has started yet: the incident ends if its alerts clear.
-PRE_ACTION = frozenset({State.OPEN, State.AWAITING_APPROVAL, State.ESCALATED})
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """How long to wait for an acknowledgement before re-paging, by severity, and how often."""
-
-    escalate_after_s: Mapping[Severity, float] = field(
-        default_factory=lambda: MappingProxyType(
-            {Severity.P0: 300.0, Severity.P1: 900.0, Severity.P2: 1800.0, Severity.P3: 3600.0}
-        )
-    )
-    max_escalations: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Vote:
-    """One approver's approval, for one role."""
-
-    approver: str
-    role: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    """The persisted state of one incident; every transition returns a new value."""
-
-    id: str
-    decision: Decision
-    state: State
-    opened_at: datetime
-    updated_at: datetime
-    firing: frozenset[str] = frozenset()
-    approvals: tuple[Vote, ...] = ()
-    rejected_by: str | None = None
-    acknowledged_by: str | None = None
-    acknowledged_at: datetime | None = None
-    escalations: int = 0
-    objective_breached: bool = False
-    closed_at: datetime | None = None
-
-    @property
-    def open(self) -> bool:
-        return self.state not in TERMINAL
-
-    @property
-    def action_pending(self) -> bool:
-        """A rollback the decision asks for has not started yet."""
-        return self.decision.action in (ActionKind.ROLLBACK_NOW, ActionKind.ROLLBACK_WITHIN)
-
-    def missing_roles(self) -> dict[str, int]:
-        """Role → approvals still needed (for any_of: every role's shortfall; one suffices)."""
-        have: dict[str, int] = {}
-        for v in self.approvals:
-            have[v.role] = have.get(v.role, 0) + 1
-        return {r: n - have.get(r, 0) for r, n in self.decision.approval.roles.items() if have.get(r, 0) < n}
-
-    def quorum_met(self) -> bool:
-        req = self.decision.approval
-        missing = self.missing_roles()
-        if req.mode is QuorumMode.ANY_OF and req.roles:
-            return len(missing) < len(req.roles)
-        return not missing
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "decision": self.decision.to_json(),
-            "state": self.state.value,
-            "opened_at": self.opened_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
-            "firing": sorted(self.firing),
-            "approvals": [{"approver": v.approver, "role": v.role, "at": v.at.isoformat()} for v in self.approvals],
-            "rejected_by": self.rejected_by,
-            "acknowledged_by": self.acknowledged_by,
-            "acknowledged_at": _iso(self.acknowledged_at),
-            "escalations": self.escalations,
-            "objective_breached": self.objective_breached,
-            "closed_at": _iso(self.closed_at),
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> Incident:
-        return cls(
-            id=d["id"],
-            decision=Decision.from_json(d["decision"]),
-            state=State(d["state"]),
-            opened_at=datetime.fromisoformat(d["opened_at"]),
-            updated_at=datetime.fromisoformat(d["updated_at"]),
-            firing=frozenset(d.get("firing", ())),
-            approvals=tuple(
-                Vote(a["approver"], a["role"], datetime.fromisoformat(a["at"])) for a in d.get("approvals", ())
-            ),
-            rejected_by=d.get("rejected_by"),
-            acknowledged_by=d.get("acknowledged_by"),
-            acknowledged_at=_dt(d.get("acknowledged_at")),
-            escalations=int(d.get("escalations", 0)),
-            objective_breached=bool(d.get("objective_breached", False)),
-            closed_at=_dt(d.get("closed_at")),
-        )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
+__all__ = [
+    "MANUAL_RULE", "TABLE", "Ignored", "Incident", "Policy", "State", "Transition", "Vote", "open_incident",
+    "transition",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +92,6 @@ def _start(inc: Incident, event: Event, why: str, *extra: Effect) -> Transition:
         StartRollback(reason=why, automatic=automatic),
         *extra,
     )
-
-
-MANUAL_RULE = "manual-rollback"
 
 
 # --- creation ------------------------------------------------------------------------------------
@@ -401,40 +275,37 @@ def _closed_row() -> dict[type[Event], Handler | Ignored]:
     return {kind: _ignore(_CLOSED, invalid=kind in (E.Approved, E.Rejected, E.ManualResolve)) for kind in E.EVENT_TYPES}
 
 
-_ROWS: dict[State, dict[type[Event], Handler | Ignored]] = {
-    S.OPEN: {
-        E.Decided: _join, E.AlertResolved: _alert_resolved, E.Approved: _approve, E.Rejected: _reject,
+Row = dict[type[Event], Handler | Ignored]
+# What every open state does with alerts, acknowledgements and timers that concern people, not the rollback.
+_PEOPLE: Row = {
+    E.Decided: _join, E.AlertResolved: _alert_resolved,
+    E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
+}  # fmt: skip
+
+
+def _nothing_ran(started: str) -> Row:
+    """Approvals and rejections count; nothing of a rollback can be reported yet."""
+    return _PEOPLE | {
+        E.Approved: _approve, E.Rejected: _reject, E.ManualResolve: _manual_resolve,
+        E.RollbackStarted: _ignore(started, invalid=True),
+        E.RollbackFinished: _ignore(_NO_ROLLBACK, invalid=True),
+        E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
+        E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
+    }  # fmt: skip
+
+
+_ROWS: dict[State, Row] = {
+    S.OPEN: _nothing_ran("not approved") | {
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _act_deadline_open,
-        E.RollbackStarted: _ignore("not approved", invalid=True),
-        E.RollbackFinished: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
-        E.ManualResolve: _manual_resolve,
     },
-    S.AWAITING_APPROVAL: {
-        E.Decided: _join, E.AlertResolved: _alert_resolved, E.Approved: _approve, E.Rejected: _reject,
+    S.AWAITING_APPROVAL: _nothing_ran("quorum not met") | {
         E.DeadlinePassed: _deadline, E.ActDeadlinePassed: _deadline,
-        E.RollbackStarted: _ignore("quorum not met", invalid=True),
-        E.RollbackFinished: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
-        E.ManualResolve: _manual_resolve,
     },
-    S.ESCALATED: {
-        # Escalation brings more people in: their approvals still count, and earlier ones stand.
-        E.Decided: _join, E.AlertResolved: _alert_resolved, E.Approved: _approve, E.Rejected: _reject,
+    # Escalation brings more people in: their approvals still count, and earlier ones stand.
+    S.ESCALATED: _nothing_ran("quorum not met") | {
         E.DeadlinePassed: _ignore("already escalated"), E.ActDeadlinePassed: _ignore("already escalated"),
-        E.RollbackStarted: _ignore("quorum not met", invalid=True),
-        E.RollbackFinished: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
-        E.ManualResolve: _manual_resolve,
     },
-    S.APPROVED: {
-        E.Decided: _join, E.AlertResolved: _alert_resolved,
+    S.APPROVED: _PEOPLE | {
         E.Approved: _ignore("already approved", invalid=True),
         E.Rejected: _ignore("already approved; the rollback is starting", invalid=True),
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
@@ -442,29 +313,24 @@ _ROWS: dict[State, dict[type[Event], Handler | Ignored]] = {
         E.RollbackFinished: _ignore("the rollback has not started", invalid=True),
         E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
         E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
         E.ManualResolve: _manual_resolve,
     },
-    S.ROLLING_BACK: {
-        E.Decided: _join, E.AlertResolved: _alert_resolved,
+    S.ROLLING_BACK: _PEOPLE | {
         E.Approved: _ignore(_RUNNING, invalid=True), E.Rejected: _ignore(_RUNNING, invalid=True),
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
         E.RollbackStarted: _ignore("already rolling back (a resumed attempt)"),
         E.RollbackFinished: _rollback_finished,
         E.VerificationPassed: _ignore("the rollback has not finished", invalid=True),
         E.VerificationFailed: _ignore("the rollback has not finished", invalid=True),
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
         E.ManualResolve: _ignore(_RUNNING, invalid=True),
     },
-    S.VERIFYING: {
-        E.Decided: _join, E.AlertResolved: _alert_resolved,
+    S.VERIFYING: _PEOPLE | {
         E.Approved: _ignore("the rollback already ran", invalid=True),
         E.Rejected: _ignore("the rollback already ran", invalid=True),
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
         E.RollbackStarted: _ignore("the rollback already ran"),
         E.RollbackFinished: _ignore("the rollback already finished"),
         E.VerificationPassed: _verified, E.VerificationFailed: _verify_failed,
-        E.Acknowledged: _ack, E.EscalationDue: _escalation_due, E.ObjectiveBreached: _objective,
         E.ManualResolve: _manual_resolve,
     },
     S.RESOLVED: _closed_row(),

@@ -1,11 +1,17 @@
-"""The decision record: everything an incident review needs, as one frozen value.
+"""The decision record: one frozen, typed value per incident, and its one JSON form.
 
-``IncidentService`` builds an ``IncidentView`` from the store: the rule that
-matched and why, the alerts with their measured values, the correlated deploy,
-approvals, rejections and acknowledgements, each action with its result, the
-timers, and the audit timeline. The API returns ``to_json()``; notifications
-carry it; the CLI renders it with ``render_timeline``. Approval codes never
-reach it: the store does not hold them.
+``incidents.read.build_record`` builds it from the store, once per transaction
+that changes the incident (``incidents.write``) or reads it. Every stage that
+speaks about an incident consumes this type as is: the API returns
+``to_json()``; each outbox notification carries ``to_json()`` and the notifiers
+parse it back with ``from_json`` (``notify.notice``); the CLI parses the API's
+answer with ``from_json``; tests build records through the real incident path.
+
+``SCHEMA_VERSION`` is written into the JSON. Version 2 added ``actions`` (what
+the rollback did to each target) and ``verification``; ``from_json`` reads
+version 1 (outbox rows queued before an upgrade) with those empty, and ignores
+fields a later version may add, so a replica mid-upgrade still delivers.
+Approval codes never reach the record: the store does not hold them.
 """
 
 from __future__ import annotations
@@ -16,17 +22,14 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from daemon.incidents.state import State, iso, parse_dt
+from daemon.model import Decision, Severity
+
+SCHEMA_VERSION = 2
 
 
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +42,24 @@ class AlertEntry:
     at: datetime
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint, "name": self.name, "status": self.status, "value": self.value,
+            "starts_at": self.starts_at.isoformat(), "at": self.at.isoformat(), "labels": dict(self.labels),
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AlertEntry:
+        return cls(
+            d["fingerprint"], d["name"], d["status"], d.get("value"), datetime.fromisoformat(d["starts_at"]),
+            datetime.fromisoformat(d["at"]), _frozen(d.get("labels")),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class ApprovalEntry:
+    """One verdict: ``approve`` counts for ``role``; ``reject`` ended the incident."""
+
     approver: str
     role: str
     verdict: str  # approve | reject
@@ -49,12 +67,68 @@ class ApprovalEntry:
     at: datetime
     comment: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approver": self.approver, "role": self.role, "verdict": self.verdict, "via": self.via,
+            "at": self.at.isoformat(), "comment": self.comment,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ApprovalEntry:
+        at = datetime.fromisoformat(d["at"])
+        return cls(d["approver"], d["role"], d["verdict"], d["via"], at, d.get("comment", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ActionEntry:
+    """What the rollback did to one target (``result`` is a ``TargetResult`` value)."""
+
+    target: str
+    result: str
+    from_revision: int | None = None
+    to_revision: int | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target, "result": self.result, "from": self.from_revision, "to": self.to_revision,
+            "detail": self.detail,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ActionEntry:
+        return cls(d["target"], d["result"], d.get("from"), d.get("to"), d.get("detail", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The check after the rollback: whether it held, and what it measured."""
+
+    # Not "passed": the outbox's redaction treats keys like "pass…" as secrets.
+    ok: bool
+    detail: str
+    at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Verification:
+        return cls(bool(d["ok"]), str(d.get("detail", "")), datetime.fromisoformat(d["at"]))
+
 
 @dataclass(frozen=True, slots=True)
 class TimerEntry:
     kind: str
     due_at: datetime
     status: str  # pending | fired | cancelled
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "due_at": self.due_at.isoformat(), "status": self.status}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TimerEntry:
+        return cls(d["kind"], datetime.fromisoformat(d["due_at"]), d["status"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +138,22 @@ class TimelineEntry:
     action: str
     detail: Mapping[str, Any]
 
+    def to_json(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat(), "actor": self.actor, "action": self.action, "detail": dict(self.detail)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TimelineEntry:
+        return cls(datetime.fromisoformat(d["at"]), d["actor"], d["action"], _frozen(d.get("detail")))
+
 
 @dataclass(frozen=True, slots=True)
-class IncidentView:
-    """One incident's decision record."""
+class IncidentRecord:
+    """One incident's decision record: the rule and why, alerts, verdicts, actions, verification, timeline."""
 
     id: str
-    state: str
+    state: State
     open: bool
-    decision: Mapping[str, Any]
+    decision: Decision
     opened_at: datetime
     updated_at: datetime
     closed_at: datetime | None = None
@@ -80,180 +161,84 @@ class IncidentView:
     acknowledged_at: datetime | None = None
     escalations: int = 0
     objective_breached: bool = False
+    # ``Incident.missing_roles()``: approvals the quorum still needs; empty once it is met.
     missing_roles: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     alerts: tuple[AlertEntry, ...] = ()
     approvals: tuple[ApprovalEntry, ...] = ()
+    actions: tuple[ActionEntry, ...] = ()
+    verification: Verification | None = None
     timers: tuple[TimerEntry, ...] = ()
-    timeline: tuple[TimelineEntry, ...] = ()
+    timeline: tuple[TimelineEntry, ...] = ()  # empty in lists: only one incident's page carries it
 
     @property
     def rule(self) -> str:
-        return str(self.decision.get("rule", ""))
+        return self.decision.rule
 
     @property
-    def severity(self) -> str:
-        return str(self.decision.get("severity", ""))
+    def severity(self) -> Severity:
+        return self.decision.severity
 
     @property
-    def actions(self) -> tuple[TimelineEntry, ...]:
-        """Each action rollbackd took on the cluster, with its result."""
-        return tuple(t for t in self.timeline if t.action in ("rollback_started", "rollback_finished"))
+    def targets(self) -> tuple[str, ...]:
+        return tuple(str(t) for t in self.decision.targets)
+
+    @property
+    def awaiting_approval(self) -> bool:
+        return self.open and self.state is State.AWAITING_APPROVAL
+
+    def verdicts(self, verdict: str) -> tuple[ApprovalEntry, ...]:
+        return tuple(a for a in self.approvals if a.verdict == verdict)
 
     def timer(self, kind: str) -> TimerEntry | None:
         return next((t for t in self.timers if t.kind == kind), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "schema_version": SCHEMA_VERSION,
             "id": self.id,
-            "state": self.state,
+            "state": self.state.value,
             "open": self.open,
+            # Top-level copies of the decision's rule and severity, kept for readers of version 1.
             "rule": self.rule,
-            "severity": self.severity,
-            "decision": dict(self.decision),
+            "severity": self.severity.value,
+            "decision": self.decision.to_json(),
             "opened_at": self.opened_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
-            "closed_at": _iso(self.closed_at),
+            "closed_at": iso(self.closed_at),
             "acknowledged_by": self.acknowledged_by,
-            "acknowledged_at": _iso(self.acknowledged_at),
+            "acknowledged_at": iso(self.acknowledged_at),
             "escalations": self.escalations,
             "objective_breached": self.objective_breached,
             "missing_roles": dict(self.missing_roles),
-            "alerts": [
-                {
-                    "fingerprint": a.fingerprint,
-                    "name": a.name,
-                    "status": a.status,
-                    "value": a.value,
-                    "starts_at": a.starts_at.isoformat(),
-                    "at": a.at.isoformat(),
-                    "labels": dict(a.labels),
-                }
-                for a in self.alerts
-            ],
-            "approvals": [
-                {
-                    "approver": a.approver,
-                    "role": a.role,
-                    "verdict": a.verdict,
-                    "via": a.via,
-                    "at": a.at.isoformat(),
-                    "comment": a.comment,
-                }
-                for a in self.approvals
-            ],
-            "timers": [{"kind": t.kind, "due_at": t.due_at.isoformat(), "status": t.status} for t in self.timers],
-            "timeline": [
-                {"at": t.at.isoformat(), "actor": t.actor, "action": t.action, "detail": dict(t.detail)}
-                for t in self.timeline
-            ],
+            "alerts": [a.to_json() for a in self.alerts],
+            "approvals": [a.to_json() for a in self.approvals],
+            "actions": [a.to_json() for a in self.actions],
+            "verification": self.verification.to_json() if self.verification else None,
+            "timers": [t.to_json() for t in self.timers],
+            "timeline": [t.to_json() for t in self.timeline],
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> IncidentView:
+    def from_json(cls, d: Mapping[str, Any]) -> IncidentRecord:
+        """The record ``to_json`` wrote (any version up to this one); KeyError/ValueError if it is not one."""
+        verification = d.get("verification")
         return cls(
             id=d["id"],
-            state=d["state"],
+            state=State(d["state"]),
             open=bool(d["open"]),
-            decision=MappingProxyType(dict(d.get("decision", {}))),
+            decision=Decision.from_json(d["decision"]),
             opened_at=datetime.fromisoformat(d["opened_at"]),
             updated_at=datetime.fromisoformat(d["updated_at"]),
-            closed_at=_dt(d.get("closed_at")),
+            closed_at=parse_dt(d.get("closed_at")),
             acknowledged_by=d.get("acknowledged_by"),
-            acknowledged_at=_dt(d.get("acknowledged_at")),
+            acknowledged_at=parse_dt(d.get("acknowledged_at")),
             escalations=int(d.get("escalations", 0)),
             objective_breached=bool(d.get("objective_breached", False)),
-            missing_roles=MappingProxyType(dict(d.get("missing_roles", {}))),
-            alerts=tuple(
-                AlertEntry(
-                    a["fingerprint"],
-                    a["name"],
-                    a["status"],
-                    a.get("value"),
-                    datetime.fromisoformat(a["starts_at"]),
-                    datetime.fromisoformat(a["at"]),
-                    MappingProxyType(dict(a.get("labels", {}))),
-                )
-                for a in d.get("alerts", ())
-            ),
-            approvals=tuple(
-                ApprovalEntry(
-                    a["approver"],
-                    a["role"],
-                    a["verdict"],
-                    a["via"],
-                    datetime.fromisoformat(a["at"]),
-                    a.get("comment", ""),
-                )
-                for a in d.get("approvals", ())
-            ),
-            timers=tuple(
-                TimerEntry(t["kind"], datetime.fromisoformat(t["due_at"]), t["status"]) for t in d.get("timers", ())
-            ),
-            timeline=tuple(
-                TimelineEntry(datetime.fromisoformat(t["at"]), t["actor"], t["action"], MappingProxyType(t["detail"]))
-                for t in d.get("timeline", ())
-            ),
+            missing_roles=_frozen(d.get("missing_roles")),
+            alerts=tuple(AlertEntry.from_json(a) for a in d.get("alerts", ())),
+            approvals=tuple(ApprovalEntry.from_json(a) for a in d.get("approvals", ())),
+            actions=tuple(ActionEntry.from_json(a) for a in d.get("actions", ())),
+            verification=Verification.from_json(verification) if verification else None,
+            timers=tuple(TimerEntry.from_json(t) for t in d.get("timers", ())),
+            timeline=tuple(TimelineEntry.from_json(t) for t in d.get("timeline", ())),
         )
-
-
-# --- rendering for the CLI -----------------------------------------------------------------------
-
-_STATE_STYLE = {"resolved": "green", "failed": "red", "escalated": "bold red", "awaiting_approval": "yellow"}
-
-
-def _when(value: datetime) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def render_list(views: list[IncidentView]) -> Table:
-    table = Table(title="incidents", show_lines=False)
-    for col in ("id", "state", "severity", "rule", "targets", "opened", "ack"):
-        table.add_column(col)
-    for v in views:
-        table.add_row(
-            v.id,
-            Text(v.state, style=_STATE_STYLE.get(v.state, "")),
-            v.severity,
-            v.rule,
-            ", ".join(v.decision.get("targets", [])),
-            _when(v.opened_at),
-            v.acknowledged_by or "-",
-        )
-    return table
-
-
-def render_timeline(v: IncidentView) -> RenderableType:
-    """The decision record as a readable page: header, alerts, approvals, then the timeline."""
-    d = v.decision
-    head = Text()
-    head.append(f"incident {v.id}  ", style="bold")
-    head.append(v.state, style=_STATE_STYLE.get(v.state, "bold"))
-    head.append(f"  {v.severity}  rule {v.rule}\n")
-    head.append(f"action: {d.get('action')}  targets: {', '.join(d.get('targets', []))}\n")
-    if d.get("reason"):
-        head.append(f"why: {d['reason']}\n")
-    if d.get("measured"):
-        head.append("measured: " + ", ".join(f"{k}={val:g}" for k, val in d["measured"].items()) + "\n")
-    if d.get("deploy"):
-        dep = d["deploy"]
-        head.append(f"deploy: {dep.get('service')} {dep.get('version') or dep.get('image')} at {dep.get('at')}\n")
-    if v.missing_roles and v.open:
-        head.append("waiting for: " + ", ".join(f"{n}x {r}" for r, n in v.missing_roles.items()) + "\n")
-    if v.acknowledged_by:
-        head.append(f"acknowledged by {v.acknowledged_by} at {_when(v.acknowledged_at or v.updated_at)}\n")
-    parts: list[RenderableType] = [head]
-    if v.alerts:
-        alerts = Table(title="alerts")
-        for col in ("alert", "status", "value", "since"):
-            alerts.add_column(col)
-        for a in v.alerts:
-            alerts.add_row(a.name, a.status, "-" if a.value is None else f"{a.value:g}", _when(a.starts_at))
-        parts.append(alerts)
-    timeline = Table(title="timeline")
-    for col in ("when", "who", "what", "detail"):
-        timeline.add_column(col)
-    for t in v.timeline:
-        detail = t.detail.get("why") or ", ".join(f"{k}={val}" for k, val in t.detail.items() if k not in ("from",))
-        timeline.add_row(_when(t.at), t.actor, t.action, str(detail))
-    parts.append(timeline)
-    return Group(*parts)

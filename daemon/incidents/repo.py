@@ -1,16 +1,16 @@
-"""Incident persistence: rows in, machine values and decision records out, inside the caller's session.
+"""Incident persistence: rows in, machine values out, inside the caller's session.
 
-``IncidentService`` opens one transaction per event and calls these: load the
+``incidents.write`` opens one transaction per change and calls these: load the
 incident with its version, save it only if nobody else changed it (optimistic
 concurrency between replicas), and write the effects — audit entries, timers,
-outbox notifications — in that same transaction.
+verdicts — in that same transaction. ``incidents.read`` builds the decision
+record from the same rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from types import MappingProxyType
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -18,15 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.incidents.errors import ConcurrentUpdateError, IncidentNotFoundError
 from daemon.incidents.events import TimerKind
-from daemon.incidents.machine import Incident
-from daemon.incidents.record import AlertEntry, ApprovalEntry, IncidentView, TimelineEntry, TimerEntry
+from daemon.incidents.state import Incident
 from daemon.model import Alert
 from daemon.store.tables import ApprovalRow, AuditRow, IncidentAlertRow, IncidentRow, TimerRow
-
-
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we write is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 async def load(session: AsyncSession, incident_id: str) -> tuple[Incident, int]:
@@ -46,23 +40,22 @@ async def find_open(session: AsyncSession, group_key: str) -> str | None:
     return (await session.scalars(stmt)).first()
 
 
+def _followed(inc: Incident) -> dict[str, Any]:
+    """The row's columns that follow the machine value on every save."""
+    return {
+        "state": inc.state.value, "open": inc.open, "acknowledged_by": inc.acknowledged_by,
+        "acknowledged_at": inc.acknowledged_at, "decision": inc.to_json(), "updated_at": inc.updated_at,
+    }  # fmt: skip
+
+
 async def insert(session: AsyncSession, inc: Incident) -> None:
-    session.add(
-        IncidentRow(
-            id=inc.id,
-            group_key=inc.decision.group_key,
-            rule=inc.decision.rule,
-            severity=inc.decision.severity.value,
-            state=inc.state.value,
-            open=inc.open,
-            acknowledged_by=inc.acknowledged_by,
-            acknowledged_at=inc.acknowledged_at,
-            decision=inc.to_json(),
-            created_at=inc.opened_at,
-            updated_at=inc.updated_at,
-            version=1,
-        )
-    )
+    """A new incident at version 1 (flushed, so its alerts, verdicts and timers can refer to it)."""
+    d = inc.decision
+    row = IncidentRow(
+        id=inc.id, group_key=d.group_key, rule=d.rule, severity=d.severity.value, created_at=inc.opened_at,
+        version=1, **_followed(inc),
+    )  # fmt: skip
+    session.add(row)
     await session.flush()
 
 
@@ -71,15 +64,7 @@ async def save(session: AsyncSession, inc: Incident, version: int) -> None:
     result = await session.execute(
         update(IncidentRow)
         .where(IncidentRow.id == inc.id, IncidentRow.version == version)
-        .values(
-            state=inc.state.value,
-            open=inc.open,
-            acknowledged_by=inc.acknowledged_by,
-            acknowledged_at=inc.acknowledged_at,
-            decision=inc.to_json(),
-            updated_at=inc.updated_at,
-            version=version + 1,
-        )
+        .values(version=version + 1, **_followed(inc))
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
@@ -163,8 +148,7 @@ async def due_timers(session: AsyncSession, now: datetime, limit: int = 100) -> 
 
 async def next_due(session: AsyncSession) -> datetime | None:
     stmt = select(TimerRow.due_at).where(_pending()).order_by(TimerRow.due_at).limit(1)
-    found = (await session.scalars(stmt)).first()
-    return utc(found) if found else None
+    return (await session.scalars(stmt)).first()
 
 
 async def claim_timer(session: AsyncSession, timer_id: int, now: datetime) -> bool:
@@ -201,58 +185,3 @@ async def list_ids(session: AsyncSession, *, state: str | None, open_only: bool,
     if open_only:
         stmt = stmt.where(IncidentRow.open.is_(True))
     return list((await session.scalars(stmt)).all())
-
-
-async def view(session: AsyncSession, incident_id: str, *, with_timeline: bool = True) -> IncidentView:
-    """The decision record of one incident, from every table that holds part of it."""
-    inc, _ = await load(session, incident_id)
-    alerts = (
-        await session.scalars(
-            select(IncidentAlertRow).where(IncidentAlertRow.incident_id == incident_id).order_by(IncidentAlertRow.id)
-        )
-    ).all()
-    verdicts = (
-        await session.scalars(
-            select(ApprovalRow).where(ApprovalRow.incident_id == incident_id).order_by(ApprovalRow.id)
-        )
-    ).all()
-    timers = (
-        await session.scalars(select(TimerRow).where(TimerRow.incident_id == incident_id).order_by(TimerRow.due_at))
-    ).all()
-    audit: Sequence[AuditRow] = ()
-    if with_timeline:
-        audit = (
-            await session.scalars(select(AuditRow).where(AuditRow.incident_id == incident_id).order_by(AuditRow.id))
-        ).all()
-    return IncidentView(
-        id=inc.id,
-        state=inc.state.value,
-        open=inc.open,
-        decision=MappingProxyType(inc.decision.to_json()),
-        opened_at=inc.opened_at,
-        updated_at=inc.updated_at,
-        closed_at=inc.closed_at,
-        acknowledged_by=inc.acknowledged_by,
-        acknowledged_at=inc.acknowledged_at,
-        escalations=inc.escalations,
-        objective_breached=inc.objective_breached,
-        missing_roles=MappingProxyType(inc.missing_roles() if inc.decision.approval.required else {}),
-        alerts=tuple(
-            AlertEntry(
-                a.fingerprint,
-                str(a.alert.get("name", "")),
-                a.status,
-                a.value,
-                utc(a.starts_at),
-                utc(a.at),
-                MappingProxyType(dict(a.alert.get("labels", {}))),
-            )
-            for a in alerts
-        ),
-        approvals=tuple(ApprovalEntry(v.approver, v.role, v.verdict, v.via, utc(v.at), v.comment) for v in verdicts),
-        timers=tuple(
-            TimerEntry(t.kind, utc(t.due_at), "fired" if t.fired_at else "cancelled" if t.cancelled else "pending")
-            for t in timers
-        ),
-        timeline=tuple(TimelineEntry(utc(a.at), a.actor, a.action, MappingProxyType(dict(a.detail))) for a in audit),
-    )

@@ -4,7 +4,9 @@ The poller never treats missing data as healthy or as a breach, and never
 rolls back because of it; after ``prometheus.no_data_notify_after_s`` it calls
 ``notify_no_data``, which queues a note for Slack under a stable per-rule id,
 so a rule that stays silent keeps updating one message instead of flooding the
-channel. PagerDuty is not paged for it.
+channel. The note carries a real ``IncidentRecord`` (a notify-only decision
+without targets), so the Slack notifier reads it like every other record.
+PagerDuty is not paged for it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 from daemon.clock import Clock
+from daemon.incidents.record import IncidentRecord
+from daemon.incidents.state import State
 from daemon.logs import get_logger
-from daemon.model import NotificationEvent, NotificationKind, ThresholdSpec
+from daemon.model import ActionKind, Decision, NotificationEvent, NotificationKind, ThresholdSpec
 from daemon.store.db import Store
 from daemon.store.outbox import enqueue_notification
 
@@ -44,24 +48,16 @@ async def notify_no_data(
     summary = (
         f"no data for {minutes} min from threshold rule {spec.name}: it cannot fire, and rollbackd will not act on it"
     )
-    record = {
-        "id": no_data_id(spec.name),
-        "state": "open",
-        "open": True,
-        "rule": spec.name,
-        "severity": spec.severity.value,
-        "decision": {
-            "rule": spec.name,
-            "severity": spec.severity.value,
-            "action": "notify",
-            "targets": [],
-            "reason": f"query returned nothing since {since.isoformat()}: {spec.expr}",
-            "channels": list(spec.channels),
-        },
-    }
+    # A real decision record, so Slack renders the note like any incident: a notify-only decision, no targets.
+    now = clock.now()
+    decision = Decision(
+        rule=spec.name, severity=spec.severity, action=ActionKind.NOTIFY, targets=(), channels=spec.channels,
+        reason=f"query returned nothing since {since.isoformat()}: {spec.expr}",
+    )  # fmt: skip
+    record = IncidentRecord(no_data_id(spec.name), State.OPEN, True, decision, opened_at=since, updated_at=now)
     event = NotificationEvent(
-        no_data_id(spec.name), NotificationKind.NO_DATA, spec.severity, summary, record, spec.channels
+        record.id, NotificationKind.NO_DATA, spec.severity, summary, record.to_json(), spec.channels
     )
     async with store.transaction() as s:
-        await enqueue_notification(s, event, clock.now(), channels=("slack",))
+        await enqueue_notification(s, event, now, channels=("slack",))
     wake()

@@ -29,8 +29,9 @@ from daemon.config import PagerDutySettings
 from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.logs import get_logger
 from daemon.model import NotificationKind, Severity
+from daemon.notify.notice import Notice
 from daemon.notify.ratelimit import SlidingWindowLimiter
-from daemon.notify.record import IncidentView
+from daemon.redact import redact
 
 log = get_logger(__name__)
 
@@ -60,15 +61,49 @@ def incident_id_from_dedup_key(key: str | None) -> str | None:
     return key[len(PREFIX) :]
 
 
-def event_action(view: IncidentView) -> str | None:
+def event_action(n: Notice) -> str | None:
     """trigger / acknowledge / resolve for this step, or None when PagerDuty need not hear of it."""
-    if view.kind in _RESOLVE or (not view.is_open and view.kind not in _TRIGGER | _ACK):
+    if n.kind in _RESOLVE or (not n.record.open and n.kind not in _TRIGGER | _ACK):
         return "resolve"
-    if view.kind in _ACK:
+    if n.kind in _ACK:
         return "acknowledge"
-    if view.kind in _TRIGGER:
+    if n.kind in _TRIGGER:
         return "trigger"
     return None
+
+
+def custom_details(n: Notice) -> dict[str, Any]:
+    """The decision record as PagerDuty ``custom_details``: what, why, revisions, verdicts, outcome; never codes."""
+    r, d = n.record, n.record.decision
+    dep = d.deploy
+    out: dict[str, Any] = {
+        "incident_id": r.id,
+        "state": r.state.value,
+        "rule": r.rule,
+        "severity": r.severity.value,
+        "action": d.action.value,
+        "reason": d.reason,
+        "targets": list(r.targets),
+        "measured": dict(d.measured),
+        "revisions": {
+            "deployed": dep.revision if dep else None,
+            "rollback_to": d.to_revision,
+            "version": dep.version if dep else None,
+            "image": dep.image if dep else None,
+            "author": dep.author if dep else None,
+        },
+        "approvals": [
+            {"approver": a.approver, "role": a.role, "verdict": a.verdict, "via": a.via} for a in r.approvals
+        ],
+        "waiting_for_roles": dict(r.missing_roles) if r.awaiting_approval else {},
+        "acknowledged_by": r.acknowledged_by,
+    }
+    if r.actions:
+        out["actions"] = [a.to_json() for a in r.actions]
+    if r.verification is not None:
+        out["verification"] = r.verification.to_json()
+    details: dict[str, Any] = redact(out)  # a second net: codes never reach the record in the first place
+    return details
 
 
 class PagerDutyNotifier:
@@ -113,17 +148,17 @@ class PagerDutyNotifier:
             clock=clock,
         )
 
-    def services_for(self, view: IncidentView) -> list[str]:
+    def services_for(self, n: Notice) -> list[str]:
         """The configured services this incident pages; raises PermanentError for an unknown one."""
-        named = [c.partition(":")[2] for c in view.channels if c.startswith("pagerduty:")]
-        bare = "pagerduty" in view.channels or not view.channels
+        named = [c.partition(":")[2] for c in n.channels if c.startswith("pagerduty:")]
+        bare = "pagerduty" in n.channels or not n.channels
         services: list[str] = []
         for name in named:
             if name not in self._keys:
                 raise PermanentError(f"no routing key configured for PagerDuty service {name!r}", reason="no_route")
             services.append(name)
         if bare and not named:
-            for candidate in (view.severity.value, "default"):
+            for candidate in (n.severity.value, "default"):
                 if candidate in self._keys:
                     return [candidate]
             if len(self._keys) == 1:
@@ -131,43 +166,42 @@ class PagerDutyNotifier:
         return services
 
     async def deliver(self, payload: dict[str, Any]) -> None:
-        view = IncidentView.from_payload(payload)
-        action = event_action(view)
+        n = Notice.from_payload(payload)
+        action = event_action(n)
         if action is None:
             return
-        for service in self.services_for(view):
+        for service in self.services_for(n):
             await self._limiter.acquire(service)
-            body = self.event_body(view, action)
+            body = self.event_body(n, action)
             try:
                 await asyncio.wait_for(
-                    asyncio.to_thread(self._send, service, action, view.incident_id, body),
+                    asyncio.to_thread(self._send, service, action, n.incident_id, body),
                     timeout=self._timeout_s + 5,
                 )
             except TimeoutError:
                 raise TemporaryError(f"PagerDuty {action} timed out", reason="timeout") from None
             log.info("pagerduty event accepted", action=action, service=service)
 
-    def event_body(self, view: IncidentView, action: str) -> dict[str, Any]:
+    def event_body(self, n: Notice, action: str) -> dict[str, Any]:
         """The Events v2 properties besides event_action, dedup_key and routing_key."""
         if action != "trigger":
             return {}
-        first = view.targets[0] if view.targets else ""
-        namespace, _, name = first.partition("/")
+        targets = n.record.decision.targets
         payload: dict[str, Any] = {
-            "summary": f"[{view.severity.value}] {view.summary}"[:1024],
-            "source": ", ".join(view.targets)[:255] or "rollbackd",
-            "severity": SEVERITY[view.severity],
-            "custom_details": view.details(),
+            "summary": f"[{n.severity.value}] {n.summary}"[:1024],
+            "source": ", ".join(n.record.targets)[:255] or "rollbackd",
+            "severity": SEVERITY[n.severity],
+            "custom_details": custom_details(n),
         }
-        if view.rule:
-            payload["class"] = view.rule
-        if name:
-            payload["component"], payload["group"] = name, namespace
+        if n.record.rule:
+            payload["class"] = n.record.rule
+        if targets:
+            payload["component"], payload["group"] = targets[0].name, targets[0].namespace
         body: dict[str, Any] = {"payload": payload, "client": "rollbackd"}
         if self._public_url:
-            url = f"{self._public_url}/incidents/{view.incident_id}"
+            url = f"{self._public_url}/incidents/{n.incident_id}"
             body["client_url"] = url
-            body["links"] = [{"href": url, "text": f"rollbackd incident {view.incident_id}"}]
+            body["links"] = [{"href": url, "text": f"rollbackd incident {n.incident_id}"}]
         return body
 
     def _client(self, service: str) -> pagerduty.EventsApiV2Client:

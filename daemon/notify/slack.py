@@ -25,7 +25,7 @@ from daemon.config import SlackSettings
 from daemon.errors import ConfigError, PermanentError, RollbackdError, TemporaryError
 from daemon.logs import get_logger
 from daemon.notify import slack_render
-from daemon.notify.record import IncidentView
+from daemon.notify.notice import Notice
 from daemon.notify.refs import MemoryRefs, Refs
 
 log = get_logger(__name__)
@@ -90,14 +90,14 @@ class SlackNotifier:
     def bind_refs(self, refs: Refs) -> None:
         self._refs = refs
 
-    def channel_for(self, view: IncidentView) -> str:
-        for c in view.channels:
+    def channel_for(self, n: Notice) -> str:
+        for c in n.channels:
             if c.startswith("slack:") and len(c) > len("slack:"):
                 return c.partition(":")[2]
         return self._default_channel
 
     async def deliver(self, payload: dict[str, Any]) -> None:
-        view = IncidentView.from_payload(payload)
+        view = Notice.from_payload(payload)
         url = f"{self._public_url}/incidents/{view.incident_id}" if self._public_url else None
         text, blocks = slack_render.main_message(view, url)
         ref = await self._refs.get(view.incident_id, self.channel) or {}
@@ -116,7 +116,7 @@ class SlackNotifier:
             await self._refs.put(view.incident_id, self.channel, ref)
         await self._reply(view, ref)
 
-    async def _reply(self, view: IncidentView, ref: dict[str, Any]) -> None:
+    async def _reply(self, view: Notice, ref: dict[str, Any]) -> None:
         reply = slack_render.thread_reply(view)
         thread: dict[str, str] = dict(ref.get("thread") or {})
         key = str(view.outbox_id) if view.outbox_id is not None else None

@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from daemon.store.types import UtcDateTime
 
 OPEN_GROUP_INDEX = "ux_incidents_open_group"
+ONE_APPROVAL_INDEX = "ux_approvals_one_approval"
 
 
 class Base(DeclarativeBase):
@@ -127,7 +128,14 @@ class ApprovalRow(Base):
     via: Mapped[str] = mapped_column(String(32))  # cli | api | slack
     comment: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime]
-    __table_args__ = (UniqueConstraint("incident_id", "approver", "role"),)
+    # One approval per approver and role, so a double submit never counts twice. A rejection (it
+    # ends the incident) is not bound by it: an approver who approved earlier may still reject.
+    __table_args__ = (
+        Index(
+            ONE_APPROVAL_INDEX, "incident_id", "approver", "role", unique=True,
+            sqlite_where=text("verdict = 'approve'"), postgresql_where=text("verdict = 'approve'"),
+        ),
+    )  # fmt: skip
 
 
 class ApproverLockRow(Base):

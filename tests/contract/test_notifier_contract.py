@@ -8,6 +8,7 @@ proceeds; no secret or approval code in any captured log line.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import pytest
 from structlog.testing import capture_logs
@@ -18,9 +19,13 @@ from daemon.model import NotificationKind
 from daemon.notify.outbox import OutboxWorker
 from daemon.store.db import Store
 from tests.contract.conftest import Harness
-from tests.fakes.fixtures import APPROVAL_CODE, enqueue, outbox_rows, record
+from tests.fakes.fixtures import APPROVAL_CODE, enqueue, outbox_rows
+from tests.fakes.records import Lifecycle, lifecycle
+
+__all__ = ["lifecycle"]
 
 OPENED, ACKED, RESOLVED = NotificationKind.OPENED, NotificationKind.ACKNOWLEDGED, NotificationKind.RESOLVED
+Add = Callable[..., Awaitable[None]]
 
 
 def worker_for(h: Harness, store: Store, clock: FakeClock) -> OutboxWorker:
@@ -28,11 +33,16 @@ def worker_for(h: Harness, store: Store, clock: FakeClock) -> OutboxWorker:
     return OutboxWorker(store, clock, [h.make()], concurrency=1)
 
 
-async def add(h: Harness, store: Store, clock: FakeClock, incident: str, kind: NotificationKind, **rec: object) -> None:
-    state = {"opened": "open", "acknowledged": "open", "resolved": "resolved"}[kind.value]
-    acked = "ada" if kind is not OPENED else None
-    await enqueue(store, clock, incident, kind, {**record(state, acked_by=acked, is_open=kind is not RESOLVED), **rec},
-                  channels=h.incident_channels, outbox_channels=(h.name,))  # fmt: skip
+@pytest.fixture
+def add(harness: Harness, store: Store, clock: FakeClock, lifecycle: Lifecycle) -> Callable[..., Awaitable[None]]:
+    """Queue the real record of step ``kind`` for ``incident``, with ``extra`` fields mixed in."""
+
+    async def add(incident: str, kind: NotificationKind, **extra: object) -> None:
+        rec = {**lifecycle.record(kind), **extra}
+        await enqueue(store, clock, incident, kind, rec, channels=harness.incident_channels,
+                      outbox_channels=(harness.name,))  # fmt: skip
+
+    return add
 
 
 def retries(channel: str, reason: str) -> float:
@@ -41,11 +51,13 @@ def retries(channel: str, reason: str) -> float:
     )
 
 
-async def test_429_is_retried_after_retry_after(harness: Harness, store: Store, clock: FakeClock) -> None:
+async def test_429_is_retried_after_retry_after(
+    harness: Harness, store: Store, clock: FakeClock, add: Add
+) -> None:
     worker = worker_for(harness, store, clock)
     before = retries(harness.name, "rate_limited")
     harness.fail_next(1, "429")
-    await add(harness, store, clock, "inc1", OPENED)
+    await add("inc1", OPENED)
     await worker.run_once()
     [row] = await outbox_rows(store)
     assert row.state == "pending"
@@ -61,11 +73,11 @@ async def test_429_is_retried_after_retry_after(harness: Harness, store: Store, 
 
 @pytest.mark.parametrize("failure", ["500", "timeout"])
 async def test_5xx_and_timeouts_are_retried_with_backoff(
-    harness: Harness, store: Store, clock: FakeClock, failure: str
+    harness: Harness, store: Store, clock: FakeClock, add: Add, failure: str
 ) -> None:
     worker = worker_for(harness, store, clock)
     harness.fail_next(2, failure)
-    await add(harness, store, clock, "inc1", OPENED)
+    await add("inc1", OPENED)
     for _ in range(2):
         await worker.run_once()
         [row] = await outbox_rows(store)
@@ -80,10 +92,12 @@ async def test_5xx_and_timeouts_are_retried_with_backoff(
     assert harness.observed("inc1") == ["opened"]
 
 
-async def test_4xx_fails_permanently_with_the_reason(harness: Harness, store: Store, clock: FakeClock) -> None:
+async def test_4xx_fails_permanently_with_the_reason(
+    harness: Harness, store: Store, clock: FakeClock, add: Add
+) -> None:
     worker = worker_for(harness, store, clock)
     harness.fail_next(1, "4xx")
-    await add(harness, store, clock, "inc1", OPENED)
+    await add("inc1", OPENED)
     await worker.run_once()
     [row] = await outbox_rows(store)
     assert row.state == "failed"
@@ -93,17 +107,19 @@ async def test_4xx_fails_permanently_with_the_reason(harness: Harness, store: St
     assert await worker.run_once() == 0
     assert harness.requests() == sent, "a permanent failure is not retried"
     # The next step of the same incident is not blocked by a permanently failed one.
-    await add(harness, store, clock, "inc1", RESOLVED)
+    await add("inc1", RESOLVED)
     assert await worker.run_once() == 1
     assert (await outbox_rows(store))[1].state == "sent"
 
 
-async def test_per_incident_order_kept_while_others_proceed(harness: Harness, store: Store, clock: FakeClock) -> None:
+async def test_per_incident_order_kept_while_others_proceed(
+    harness: Harness, store: Store, clock: FakeClock, add: Add
+) -> None:
     worker = worker_for(harness, store, clock)
     harness.fail_next(1, "429")
     for kind in (OPENED, ACKED, RESOLVED):
-        await add(harness, store, clock, "inc1", kind)
-    await add(harness, store, clock, "inc2", OPENED)
+        await add("inc1", kind)
+    await add("inc2", OPENED)
     for _ in range(3):
         await worker.run_once()
     assert harness.observed("inc1") == [], "nothing of inc1 may overtake its failed first step"
@@ -115,7 +131,7 @@ async def test_per_incident_order_kept_while_others_proceed(harness: Harness, st
 
 
 async def test_no_secret_or_code_in_any_log_line(
-    harness: Harness, store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    harness: Harness, store: Store, clock: FakeClock, add: Add, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     worker = worker_for(harness, store, clock)
@@ -123,13 +139,13 @@ async def test_no_secret_or_code_in_any_log_line(
         harness.fail_next(1, "429")
         harness.fail_next(1, "500")
         harness.fail_next(1, "timeout")
-        await add(harness, store, clock, "inc1", OPENED, code=APPROVAL_CODE, approval_code=APPROVAL_CODE)
-        await add(harness, store, clock, "inc1", ACKED)
+        await add("inc1", OPENED, code=APPROVAL_CODE, approval_code=APPROVAL_CODE)
+        await add("inc1", ACKED)
         for _ in range(6):
             await worker.run_once()
             await clock.advance(300)
         harness.fail_next(1, "4xx")
-        await add(harness, store, clock, "inc1", RESOLVED)
+        await add("inc1", RESOLVED)
         await worker.run_once()
     assert logs, "the worker logs what it does"
     text = repr(logs) + caplog.text

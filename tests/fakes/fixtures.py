@@ -1,7 +1,8 @@
 """Fixtures and helpers for notification tests: the fake servers, real notifiers, outbox rows.
 
 Import the fixtures into a test module (``from tests.fakes.fixtures import fake_slack``)
-to use them.
+to use them. The records the rows carry come from the real incident path
+(``tests.fakes.records.lifecycle``), never from a hand-written dict.
 """
 
 from __future__ import annotations
@@ -69,54 +70,16 @@ def pagerduty_notifier(
     )
 
 
-def record(state: str, *, acked_by: str | None = None, approvals: list[dict[str, Any]] | None = None,
-           is_open: bool = True) -> dict[str, Any]:  # fmt: skip
-    """A decision record as incidents writes it."""
-    return {
-        "state": state,
-        "open": is_open,
-        "acknowledged_by": acked_by,
-        "decision": {
-            "rule": "checkout-error-rate",
-            "severity": "P1",
-            "action": "rollback_within",
-            "targets": ["shop/checkout"],
-            "approval": {"roles": {"engineering_lead": 1}, "mode": "any_of"},
-            "reason": "error rate 7.2% > 5% for 5m after deploy 42",
-            "measured": {"error_rate": 0.072},
-            "to_revision": 41,
-            "deploy": {"revision": 42, "version": "v2.3.0", "image": "shop/checkout:2.3.0", "author": "dev"},
-        },
-        "approvals": approvals or [],
-    }
-
-
-LIFECYCLE: list[tuple[NotificationKind, dict[str, Any]]] = [
-    (NotificationKind.OPENED, record("awaiting_approval")),
-    (NotificationKind.ACKNOWLEDGED, record("awaiting_approval", acked_by="ada")),
-    (
-        NotificationKind.APPROVED,
-        record(
-            "approved",
-            acked_by="ada",
-            approvals=[{"approver": "ada", "role": "engineering_lead", "verdict": "approve", "via": "slack"}],
-        ),
-    ),
-    (NotificationKind.ROLLING_BACK, record("rolling_back", acked_by="ada")),
-    (NotificationKind.VERIFYING, record("verifying", acked_by="ada")),
-    (NotificationKind.RESOLVED, record("resolved", acked_by="ada", is_open=False)),
-]
-
-
 async def enqueue(store: Store, clock: Clock, incident_id: str, kind: NotificationKind, rec: dict[str, Any],
                   *, channels: tuple[str, ...] = ("slack", "pagerduty:checkout"),
                   outbox_channels: tuple[str, ...] = ("slack", "pagerduty")) -> None:  # fmt: skip
+    """Queue ``rec`` (a real record, ``tests.fakes.records``) as incident ``incident_id``'s ``kind`` step."""
     event = NotificationEvent(
         incident_id=incident_id,
         kind=kind,
         severity=Severity.P1,
         summary=f"checkout error rate high ({kind.value})",
-        incident=rec,
+        incident={**rec, "id": incident_id},  # one real record stands for several incidents of a test
         channels=channels,
     )
     async with store.transaction() as session:

@@ -21,12 +21,14 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.notify.outbox import OutboxWorker
 from daemon.store.db import Store
-from tests.fakes.fixtures import LIFECYCLE, enqueue, outbox_rows, pagerduty_notifier, slack_notifier
+from tests.fakes.fixtures import enqueue, outbox_rows, pagerduty_notifier, slack_notifier
 from tests.fakes.pagerduty_server import FakePagerDuty
+from tests.fakes.records import Lifecycle, lifecycle
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.tls import TlsFiles, make_self_signed
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
+__all__ = ["lifecycle"]
 
 INCIDENTS = [f"storm{i}" for i in range(8)]
 SEED = 20260301
@@ -53,14 +55,15 @@ class _Storm:
 
 
 async def _deliver(
-    store: Store, clock: FakeClock, slack: FakeSlack, pd: FakePagerDuty, tls: TlsFiles, storm: _Storm | None = None
+    store: Store, clock: FakeClock, slack: FakeSlack, pd: FakePagerDuty, tls: TlsFiles, steps: Lifecycle,
+    storm: _Storm | None = None,
 ) -> int:
     """Deliver every incident's lifecycle; with ``storm``, failures are scripted between rounds. Rounds used."""
     notifier = pagerduty_notifier(pd, tls, clock)
     worker = OutboxWorker(store, clock, [slack_notifier(slack), notifier])
     try:
         # Interleave the incidents the way they would really happen: step k of every incident, then k+1.
-        for kind, rec in LIFECYCLE:
+        for kind, rec in steps.pairs():
             for incident in INCIDENTS:
                 await enqueue(store, clock, incident, kind, rec)
             if storm is not None:
@@ -109,7 +112,7 @@ async def _fakes(tls: TlsFiles) -> tuple[FakeSlack, FakePagerDuty]:
     return await FakeSlack(SLACK_TOKEN).start(), await FakePagerDuty(tls, limit_per_minute=10_000).start()
 
 
-async def test_storms_deliver_everything_once_in_order(store: Store, tmp_path: Path) -> None:
+async def test_storms_deliver_everything_once_in_order(store: Store, tmp_path: Path, lifecycle: Lifecycle) -> None:
     tls = make_self_signed(tmp_path / "tls")
     # Reference: the same notifications, no faults.
     ref_store = Store(f"sqlite+aiosqlite:///{tmp_path / 'reference.sqlite'}")
@@ -117,12 +120,12 @@ async def test_storms_deliver_everything_once_in_order(store: Store, tmp_path: P
     ref_slack, ref_pd = await _fakes(tls)
     slack, pd = await _fakes(tls)
     try:
-        await _deliver(ref_store, FakeClock(), ref_slack, ref_pd, tls)
+        await _deliver(ref_store, FakeClock(), ref_slack, ref_pd, tls, lifecycle)
         expected_threads, expected_actions = _slack_threads(ref_slack), _pd_actions(ref_pd)
         assert len(expected_threads) == len(INCIDENTS)
-        assert all(len(t) == len(LIFECYCLE) for t in expected_threads.values())
+        assert all(len(t) == len(lifecycle.steps) for t in expected_threads.values())
 
-        await _deliver(store, FakeClock(), slack, pd, tls, storm=_Storm(SEED))
+        await _deliver(store, FakeClock(), slack, pd, tls, lifecycle, storm=_Storm(SEED))
 
         rows = await outbox_rows(store)
         assert [r.state for r in rows] == ["sent"] * len(rows), [

@@ -27,20 +27,19 @@ from daemon.notify.outbox import OutboxWorker
 from daemon.store.db import Store
 from tests.fakes.fixtures import (
     APPROVAL_CODE,
-    LIFECYCLE,
     SIGNING_SECRET,
     SLACK_TOKEN,
     enqueue,
     fake_slack,
     outbox_rows,
-    record,
     slack_notifier,
 )
 from tests.fakes.pagerduty_server import sign_webhook, webhook_body
+from tests.fakes.records import Lifecycle, lifecycle
 from tests.fakes.slack_server import FakeSlack, sign_interaction
 
 pytestmark = pytest.mark.integration
-__all__ = ["fake_slack"]
+__all__ = ["fake_slack", "lifecycle"]
 
 PD_SECRETS = ("pd-webhook-secret-old-0001", "pd-webhook-secret-new-0002")
 
@@ -48,14 +47,15 @@ PD_SECRETS = ("pd-webhook-secret-old-0001", "pd-webhook-secret-new-0002")
 class FakeIncidents:
     """Records what responders did; an ack writes the outbox rows like incidents does."""
 
-    def __init__(self, store: Store, clock: FakeClock) -> None:
-        self.store, self.clock = store, clock
+    def __init__(self, store: Store, clock: FakeClock, records: Lifecycle) -> None:
+        self.store, self.clock, self.records = store, clock, records
         self.calls: list[tuple[Any, ...]] = []
 
     async def acknowledge(self, incident_id: str, actor: str, *, via: str) -> None:
         self.calls.append(("ack", incident_id, actor, via))
-        await enqueue(self.store, self.clock, incident_id, NotificationKind.ACKNOWLEDGED,
-                      record("awaiting_approval", acked_by=actor), outbox_channels=("slack",))  # fmt: skip
+        acked = {**self.records.record(NotificationKind.ACKNOWLEDGED), "acknowledged_by": actor}
+        await enqueue(self.store, self.clock, incident_id, NotificationKind.ACKNOWLEDGED, acked,
+                      outbox_channels=("slack",))  # fmt: skip
 
     async def approve(self, incident_id: str, approver: str, code: str, *, via: str) -> None:
         if code != APPROVAL_CODE:
@@ -88,8 +88,8 @@ def wall_clock() -> FakeClock:
 
 
 @pytest.fixture
-def incidents(store: Store, wall_clock: FakeClock) -> FakeIncidents:
-    return FakeIncidents(store, wall_clock)
+def incidents(store: Store, wall_clock: FakeClock, lifecycle: Lifecycle) -> FakeIncidents:
+    return FakeIncidents(store, wall_clock, lifecycle)
 
 
 @pytest.fixture
@@ -174,10 +174,11 @@ async def test_forged_pagerduty_signature_is_rejected(client: httpx.AsyncClient,
 
 
 async def test_pagerduty_ack_acknowledges_and_updates_slack(
-    client: httpx.AsyncClient, incidents: FakeIncidents, store: Store, wall_clock: FakeClock, fake_slack: FakeSlack
+    client: httpx.AsyncClient, incidents: FakeIncidents, store: Store, wall_clock: FakeClock, fake_slack: FakeSlack,
+    lifecycle: Lifecycle,
 ) -> None:
     worker = OutboxWorker(store, wall_clock, [slack_notifier(fake_slack)])
-    await enqueue(store, wall_clock, "inc1", *LIFECYCLE[0], outbox_channels=("slack",))
+    await enqueue(store, wall_clock, "inc1", *lifecycle.pairs()[0], outbox_channels=("slack",))
     await worker.run_once()
     [message] = fake_slack.top_level()
     assert "rollbackd:ack:inc1" in str(message.blocks)

@@ -9,12 +9,14 @@ from daemon.model import NotificationKind
 from daemon.notify.outbox import OutboxWorker
 from daemon.notify.pagerduty import PagerDutyNotifier
 from daemon.store.db import Store
-from tests.fakes.fixtures import ROUTING_KEY, enqueue, fake_pagerduty, outbox_rows, pagerduty_notifier, record, tls
+from tests.fakes.fixtures import ROUTING_KEY, enqueue, fake_pagerduty, outbox_rows, pagerduty_notifier, tls
 from tests.fakes.pagerduty_server import FakePagerDuty
+from tests.fakes.records import Lifecycle, lifecycle
 from tests.fakes.tls import TlsFiles
 
 pytestmark = pytest.mark.integration
-__all__ = ["fake_pagerduty", "tls"]
+__all__ = ["fake_pagerduty", "lifecycle", "tls"]
+K = NotificationKind
 
 
 async def drain(worker: OutboxWorker, clock: FakeClock, rounds: int = 20, step_s: float = 400.0) -> None:
@@ -26,15 +28,11 @@ async def drain(worker: OutboxWorker, clock: FakeClock, rounds: int = 20, step_s
 
 
 async def test_whole_lifecycle_on_one_dedup_key(store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty,
-                                                tls: TlsFiles) -> None:  # fmt: skip
+                                                tls: TlsFiles, lifecycle: Lifecycle) -> None:  # fmt: skip
     notifier = pagerduty_notifier(fake_pagerduty, tls, clock)
     worker = OutboxWorker(store, clock, [notifier])
-    await enqueue(store, clock, "inc1", NotificationKind.OPENED, record("awaiting_approval"),
-                  outbox_channels=("pagerduty",))  # fmt: skip
-    await enqueue(store, clock, "inc1", NotificationKind.ACKNOWLEDGED, record("awaiting_approval", acked_by="ada"),
-                  outbox_channels=("pagerduty",))  # fmt: skip
-    await enqueue(store, clock, "inc1", NotificationKind.RESOLVED, record("resolved", is_open=False),
-                  outbox_channels=("pagerduty",))  # fmt: skip
+    for kind in (K.OPENED, K.ACKNOWLEDGED, K.RESOLVED):
+        await enqueue(store, clock, "inc1", kind, lifecycle.record(kind), outbox_channels=("pagerduty",))
     await drain(worker, clock)
     notifier.close()
 
@@ -56,12 +54,12 @@ async def test_whole_lifecycle_on_one_dedup_key(store: Store, clock: FakeClock, 
 
 
 async def test_rate_limit_waits_instead_of_collecting_429s(
-    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles
+    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles, lifecycle: Lifecycle
 ) -> None:
     notifier = pagerduty_notifier(fake_pagerduty, tls, clock)
     worker = OutboxWorker(store, clock, [notifier], batch=200)
     for i in range(125):
-        await enqueue(store, clock, f"inc{i}", NotificationKind.OPENED, record("open"), outbox_channels=("pagerduty",))
+        await enqueue(store, clock, f"inc{i}", K.OPENED, lifecycle.record(K.OPENED), outbox_channels=("pagerduty",))
     await worker.run_once()
     assert len(fake_pagerduty.events) == 120
     assert 429 not in [status for status, _ in fake_pagerduty.requests], "the server never had to throttle us"
@@ -72,12 +70,12 @@ async def test_rate_limit_waits_instead_of_collecting_429s(
 
 
 async def test_invalid_event_fails_permanently_with_pagerdutys_reason(
-    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles
+    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles, lifecycle: Lifecycle
 ) -> None:
     notifier = PagerDutyNotifier({"checkout": "too-short-key"}, base_url=fake_pagerduty.base_url, ca_file=tls.cert,
                                  clock=clock)  # fmt: skip
     worker = OutboxWorker(store, clock, [notifier])
-    await enqueue(store, clock, "inc1", NotificationKind.OPENED, record("open"), outbox_channels=("pagerduty",))
+    await enqueue(store, clock, "inc1", K.OPENED, lifecycle.record(K.OPENED), outbox_channels=("pagerduty",))
     await worker.run_once()
     [row] = await outbox_rows(store)
     assert row.state == "failed"

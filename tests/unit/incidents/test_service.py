@@ -125,7 +125,9 @@ async def test_approver_without_the_needed_role_is_refused(
     assert (await service.get(view.id)).approvals == ()
 
 
-async def test_expired_deadline_escalates_and_notifies(service: IncidentService, clock: FakeClock) -> None:
+async def test_expired_deadline_escalates_and_notifies(
+    service: IncidentService, store: Store, clock: FakeClock
+) -> None:
     view = await service.on_decision(decision(CTO_AND_DATA), alert())
     await clock.advance(599)
     await service.fire_due()
@@ -134,7 +136,7 @@ async def test_expired_deadline_escalates_and_notifies(service: IncidentService,
     await service.fire_due()
     after = await service.get(view.id)
     assert after.state == "escalated"
-    assert "escalated" in [r.kind for r in await outbox(service._store, view.id)]
+    assert "escalated" in [r.kind for r in await outbox(store, view.id)]
 
 
 async def test_deadline_hold_expires_and_proceed_rolls_back(
@@ -239,13 +241,13 @@ async def test_restart_during_a_rollback_re_drives_it(
     assert len(executor.requests) == 1
 
 
-async def test_failed_rollback_ends_failed(service: IncidentService, executor: FakeExecutor) -> None:
+async def test_failed_rollback_ends_failed(service: IncidentService, store: Store, executor: FakeExecutor) -> None:
     executor.result = TargetResult.REFUSED
     view = await service.on_decision(decision(), alert())
     await service.idle()
     after = await service.get(view.id)
     assert after.state == "failed"
-    assert "failed" in [r.kind for r in await outbox(service._store, view.id)]
+    assert "failed" in [r.kind for r in await outbox(store, view.id)]
 
 
 async def test_alerts_join_one_incident_and_resolution_closes_it(service: IncidentService) -> None:
@@ -264,31 +266,33 @@ async def test_alerts_join_one_incident_and_resolution_closes_it(service: Incide
     assert fresh.id != one.id
 
 
-async def test_ack_stops_escalation_is_idempotent_and_propagates(service: IncidentService, clock: FakeClock) -> None:
+async def test_ack_stops_escalation_is_idempotent_and_propagates(
+    service: IncidentService, store: Store, clock: FakeClock
+) -> None:
     view = await service.on_decision(decision(action=ActionKind.NOTIFY), alert())
     await clock.advance(300)
     await service.fire_due()
-    kinds = [r.kind for r in await outbox(service._store, view.id)]
+    kinds = [r.kind for r in await outbox(store, view.id)]
     assert kinds.count("escalated") == 2  # one per channel: slack and pagerduty
     acked = await service.acknowledge(view.id, "oncall", via="cli")
     again = await service.acknowledge(view.id, "someone-else", via="slack")
     assert acked.acknowledged_by == again.acknowledged_by == "oncall"
-    rows = await outbox(service._store, view.id)
+    rows = await outbox(store, view.id)
     acks = [r for r in rows if r.kind == "acknowledged"]
     assert {r.channel for r in acks} == {"slack", "pagerduty"}
     assert acks[0].payload["incident"]["acknowledged_by"] == "oncall"
     await clock.advance(3600)
     assert await service.fire_due() == 0
-    assert [r.kind for r in await outbox(service._store, view.id)].count("escalated") == 2
+    assert [r.kind for r in await outbox(store, view.id)].count("escalated") == 2
 
 
-async def test_objective_breach_is_notified(service: IncidentService, clock: FakeClock) -> None:
+async def test_objective_breach_is_notified(service: IncidentService, store: Store, clock: FakeClock) -> None:
     view = await service.on_decision(decision(CTO_AND_DATA, deadline_s=None, rto=300), alert())
     await clock.advance(300)
     await service.fire_due()
     after = await service.get(view.id)
     assert after.objective_breached
-    assert "objective_breached" in [r.kind for r in await outbox(service._store, view.id)]
+    assert "objective_breached" in [r.kind for r in await outbox(store, view.id)]
 
 
 async def test_run_timers_fires_in_fake_time(service: IncidentService, clock: FakeClock) -> None:
@@ -354,7 +358,7 @@ async def test_approving_a_closed_incident_is_a_conflict(
 
 
 async def test_notifications_never_carry_codes(
-    service: IncidentService, approver_secrets: Secrets, clock: FakeClock
+    service: IncidentService, store: Store, approver_secrets: Secrets, clock: FakeClock
 ) -> None:
     view = await service.on_decision(decision(CTO_AND_DATA), alert())
     c1 = code(approver_secrets, "ana", clock)
@@ -363,7 +367,7 @@ async def test_notifications_never_carry_codes(
     c2 = code(approver_secrets, "dan", clock)
     await service.approve(view.id, "dan", c2)
     await service.idle()
-    rows = await outbox(service._store, view.id)
+    rows = await outbox(store, view.id)
     assert rows
     assert not any(c1 in repr(r.payload) or c2 in repr(r.payload) for r in rows)
 

@@ -1,0 +1,111 @@
+"""The read model: builds the ``IncidentRecord`` from every table that holds part of it, and serves reads.
+
+``build_record`` is the one builder of the decision record. ``incidents.write``
+calls it inside the transaction that changed the incident (so the record each
+outbox notification carries is exactly what that transaction commits);
+``Reader`` calls it for the API's and the CLI's reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from daemon.incidents import repo
+from daemon.incidents.events import RollbackFinished, VerificationFailed, VerificationPassed
+from daemon.incidents.record import (
+    ActionEntry,
+    AlertEntry,
+    ApprovalEntry,
+    IncidentRecord,
+    TimelineEntry,
+    TimerEntry,
+    Verification,
+)
+from daemon.store.db import Store
+from daemon.store.tables import ApprovalRow, AuditRow, IncidentAlertRow, TimerRow
+
+# The audit entries the record's ``actions`` and ``verification`` come from; a list reads only these.
+_OUTCOMES = (RollbackFinished.name, VerificationPassed.name, VerificationFailed.name)
+
+
+async def _rows(session: AsyncSession, table: Any, incident_id: str, order: Any, *where: Any) -> Sequence[Any]:
+    stmt = select(table).where(table.incident_id == incident_id, *where).order_by(order)
+    return (await session.scalars(stmt)).all()
+
+
+async def build_record(session: AsyncSession, incident_id: str, *, with_timeline: bool = True) -> IncidentRecord:
+    """The decision record of one incident as it stands in ``session``."""
+    inc, _ = await repo.load(session, incident_id)
+    alerts = await _rows(session, IncidentAlertRow, incident_id, IncidentAlertRow.id)
+    verdicts = await _rows(session, ApprovalRow, incident_id, ApprovalRow.id)
+    timers = await _rows(session, TimerRow, incident_id, TimerRow.due_at)
+    only = () if with_timeline else (AuditRow.action.in_(_OUTCOMES),)
+    audit = [
+        TimelineEntry(a.at, a.actor, a.action, MappingProxyType(dict(a.detail)))
+        for a in await _rows(session, AuditRow, incident_id, AuditRow.id, *only)
+    ]
+    return IncidentRecord(
+        id=inc.id,
+        state=inc.state,
+        open=inc.open,
+        decision=inc.decision,
+        opened_at=inc.opened_at,
+        updated_at=inc.updated_at,
+        closed_at=inc.closed_at,
+        acknowledged_by=inc.acknowledged_by,
+        acknowledged_at=inc.acknowledged_at,
+        escalations=inc.escalations,
+        objective_breached=inc.objective_breached,
+        missing_roles=MappingProxyType(inc.missing_roles()),
+        alerts=tuple(
+            AlertEntry(
+                a.fingerprint, str(a.alert.get("name", "")), a.status, a.value, a.starts_at, a.at,
+                MappingProxyType(dict(a.alert.get("labels", {}))),
+            )
+            for a in alerts
+        ),
+        approvals=tuple(ApprovalEntry(v.approver, v.role, v.verdict, v.via, v.at, v.comment) for v in verdicts),
+        actions=_actions(audit),
+        verification=_verification(audit),
+        timers=tuple(
+            TimerEntry(t.kind, t.due_at, "fired" if t.fired_at else "cancelled" if t.cancelled else "pending")
+            for t in timers
+        ),
+        timeline=tuple(audit) if with_timeline else (),
+    )
+
+
+def _actions(audit: Sequence[TimelineEntry]) -> tuple[ActionEntry, ...]:
+    """Each target's result, from the latest ``rollback_finished`` (a re-driven rollback reports again)."""
+    finished = [t for t in audit if t.action == RollbackFinished.name]
+    results = finished[-1].detail.get("results", ()) if finished else ()
+    return tuple(ActionEntry.from_json(r) for r in results)
+
+
+def _verification(audit: Sequence[TimelineEntry]) -> Verification | None:
+    checks = [t for t in audit if t.action in (VerificationPassed.name, VerificationFailed.name)]
+    if not checks:
+        return None
+    last = checks[-1]
+    return Verification(last.action == VerificationPassed.name, str(last.detail.get("verification", "")), last.at)
+
+
+class Reader:
+    """Reads for the API and the CLI: one record, or a page of them without their timelines."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def get(self, incident_id: str) -> IncidentRecord:
+        async with self._store.transaction() as s:
+            return await build_record(s, incident_id)
+
+    async def list(self, state: str | None = None, open_only: bool = False, limit: int = 100) -> list[IncidentRecord]:
+        async with self._store.transaction() as s:
+            ids = await repo.list_ids(s, state=state, open_only=open_only, limit=max(1, min(limit, 1000)))
+            return [await build_record(s, i, with_timeline=False) for i in ids]

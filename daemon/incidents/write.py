@@ -1,0 +1,211 @@
+"""The one write path of the incident stage: every change to an incident goes through ``Writer``.
+
+A change is one transaction: take the incident as it stands (``apply`` loads it
+with its version; ``create`` starts from the machine's ``open_incident``), feed
+the machine, save the new value only if the version still matches (a new
+incident is inserted at version 1, and the database's one-open-per-group index
+guards it), then write the effects — audit entries, timers, outbox
+notifications — and build the decision record once, all before the commit.
+A lost version race or a racing timer row is retried from a fresh load; after
+the commit, ``on_commit`` hears the result (the driver starts the rollback, the
+outbox worker wakes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from daemon.clock import Clock
+from daemon.incidents import events as ev
+from daemon.incidents import repo
+from daemon.incidents.errors import ConcurrentUpdateError, InvalidTransitionError
+from daemon.incidents.machine import Ignored, Incident, Policy, State, Transition, transition
+from daemon.incidents.read import build_record
+from daemon.incidents.record import IncidentRecord
+from daemon.metrics import APPROVAL_WAIT, TRANSITIONS
+from daemon.model import NotificationEvent
+from daemon.store.db import Store
+from daemon.store.errors import ConstraintError
+from daemon.store.outbox import enqueue_notification
+
+ATTEMPTS = 3
+# Two writers arming the same timer of one incident at once: the loser reloads and tries again.
+_RACY_CONSTRAINTS = frozenset({"timers_incident_id_kind_key"})
+
+# Rows written in the change's transaction; False aborts the change quietly (it was superseded).
+Extra = Callable[[AsyncSession, Incident], Awaitable[bool]]
+# One applied event: the state before it, what the machine made of it, the event itself.
+Step = tuple[State, Transition, ev.Event]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A committed change: the record as committed, and what the machine made of the event."""
+
+    record: IncidentRecord
+    result: Transition | Ignored
+
+
+def combined(steps: Sequence[Step]) -> Transition:
+    """The steps of one transaction as one transition: the last value, every effect in order."""
+    return Transition(steps[-1][1].incident, tuple(e for _, t, _ in steps for e in t.effects))
+
+
+def starts_rollback(result: Transition | Ignored) -> bool:
+    return isinstance(result, Transition) and any(isinstance(e, ev.StartRollback) for e in result.effects)
+
+
+class Writer:
+    """Applies events to incidents, one transaction each, with optimistic concurrency between replicas."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        policy: Policy,
+        *,
+        is_leader: Callable[[], bool],
+        notify_channels: tuple[str, ...],
+        on_commit: Callable[[Transition | Ignored], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.policy = policy
+        self._is_leader = is_leader
+        # Only channels that have a notifier get outbox rows; others would wait forever.
+        self._notify_channels = notify_channels
+        self._on_commit = on_commit
+
+    async def apply(
+        self, incident_id: str, event: ev.Event, *, extra: Extra | None = None, strict: bool = True
+    ) -> Applied:
+        """Apply ``event``; ``strict``: an event the state refuses raises InvalidTransitionError."""
+
+        async def change(s: AsyncSession) -> Applied:
+            inc, version = await repo.load(s, incident_id)
+            if extra is not None and not await extra(s, inc):
+                return Applied(await build_record(s, incident_id), Ignored("superseded"))
+            result = transition(inc, event, self.policy)
+            if isinstance(result, Ignored):
+                if result.invalid and strict:
+                    raise InvalidTransitionError(f"incident {incident_id} is {inc.state.value}: {result.reason}")
+                return Applied(await build_record(s, incident_id), result)
+            steps = self.with_start([(inc.state, result, event)])
+            await repo.save(s, steps[-1][1].incident, version)
+            return await self._effects(s, steps)
+
+        return await self._commit(incident_id, change)
+
+    async def create(
+        self, steps: Sequence[Step], *, rows: Callable[[AsyncSession], None], unless_open: str | None = None
+    ) -> Applied | str:
+        """Insert the incident ``steps`` end with, ``rows`` (its alerts, verdicts) with it.
+
+        ``unless_open``: a group key; if that group has an open incident, its id
+        instead, and nothing is written. The lookup shares the inserting
+        transaction: one commit before a rollback starts. A writer that opened the
+        group's incident in between breaks ``OPEN_GROUP_INDEX``; the
+        ``ConstraintError`` reaches the caller, which knows whether to join it.
+        """
+        steps = self.with_start(list(steps))
+        final = steps[-1][1].incident
+
+        async def change(s: AsyncSession) -> Applied | str:
+            if unless_open is not None and (existing := await repo.find_open(s, unless_open)) is not None:
+                return existing
+            await repo.insert(s, final)
+            rows(s)
+            return await self._effects(s, steps, new_incident=True)
+
+        return await self._commit(final.id, change)
+
+    def with_start(self, steps: list[Step]) -> list[Step]:
+        """Fold ``approved → rolling_back`` into the transaction that approved, on the leader.
+
+        The leader drives the rollback as soon as this commits, so a separate
+        transaction for ``RollbackStarted`` only added latency before the PATCH.
+        Crash safety is unchanged: ``rolling_back`` is re-driven at start-up like
+        ``approved``, and the executor is idempotent per incident and target.
+        A standby leaves the incident approved for the leader to pick up.
+        """
+        last = steps[-1][1]
+        if not starts_rollback(last) or last.incident.state is not State.APPROVED or not self._is_leader():
+            return steps
+        started = ev.RollbackStarted(at=self._clock.now())
+        nxt = transition(last.incident, started, self.policy)
+        if not isinstance(nxt, Transition):  # pragma: no cover - approved always accepts RollbackStarted
+            return steps
+        return [*steps, (State.APPROVED, nxt, started)]
+
+    async def _commit(self, incident_id: str, change: Callable[[AsyncSession], Awaitable[_T]]) -> _T:
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self._store.transaction() as s:
+                    out = await change(s)
+            except (ConcurrentUpdateError, ConstraintError) as exc:
+                if isinstance(exc, ConstraintError) and exc.constraint not in _RACY_CONSTRAINTS:
+                    raise
+                if attempt + 1 == ATTEMPTS:
+                    raise ConcurrentUpdateError(incident_id) from None
+                continue
+            if isinstance(out, Applied):
+                # After the commit, so the driver and a woken outbox worker find the new rows.
+                self._on_commit(out.result)
+            return out
+        raise ConcurrentUpdateError(incident_id)  # pragma: no cover - the loop returns or raises
+
+    async def _effects(self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool = False) -> Applied:
+        """Write every step's effects, then the decision record once, which the notifications carry.
+
+        Audit entries and timers go first, so the record carried by each outbox
+        notification is exactly what this transaction commits.
+        """
+        notes: list[tuple[Incident, ev.Notify]] = []
+        armed: set[ev.TimerKind] = set()  # a new incident's timers need no lookup, until one is set twice
+        for before, t, event in steps:
+            for effect in t.effects:
+                if isinstance(effect, ev.Audit):
+                    repo.add_audit(
+                        s, t.incident.id, at=event.at, actor=effect.actor, action=effect.action,
+                        detail=_audit_detail(effect, event),
+                    )  # fmt: skip
+                elif isinstance(effect, ev.SetTimer):
+                    fresh = new_incident and effect.kind not in armed
+                    await repo.set_timer(s, t.incident.id, effect.kind, effect.due, new_incident=fresh)
+                    armed.add(effect.kind)
+                elif isinstance(effect, ev.CancelTimer):
+                    await repo.cancel_timer(s, t.incident.id, effect.kind)
+                elif isinstance(effect, ev.Notify):
+                    notes.append((t.incident, effect))
+            _count(before, t.incident, event)
+        await s.flush()
+        record = await build_record(s, steps[-1][1].incident.id)
+        now, payload = self._clock.now(), record.to_json()
+        for inc, note in notes:
+            d = inc.decision
+            n = NotificationEvent(inc.id, note.kind, d.severity, note.summary, payload, d.channels)
+            await enqueue_notification(s, n, now, channels=self._notify_channels)
+        return Applied(record, combined(steps))
+
+
+def _audit_detail(effect: ev.Audit, event: ev.Event) -> dict[str, Any]:
+    """The audit entry's detail, with what the record's actions and verification are read from."""
+    via = getattr(event, "via", None)
+    detail = dict(effect.detail) | ({"via": via} if via else {})
+    if isinstance(event, ev.RollbackFinished) and event.results:
+        detail["results"] = [dict(r) for r in event.results]
+    if isinstance(event, ev.VerificationPassed | ev.VerificationFailed):
+        detail["verification"] = event.detail
+    return detail
+
+
+def _count(before: State, inc: Incident, event: ev.Event) -> None:
+    if before is not inc.state:
+        TRANSITIONS.labels(from_state=before.value, to_state=inc.state.value).inc()
+        if inc.state is State.APPROVED:
+            APPROVAL_WAIT.observe((event.at - inc.opened_at).total_seconds())
