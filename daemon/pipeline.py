@@ -66,8 +66,10 @@ class Pipeline:
         """The recent deploys of the alert's target, read only when a rule that may match correlates."""
         if not rules.needs_history(alert):
             return _NO_HISTORY  # a database read per alert was most of the cost of uncorrelated alerts
+        # The alert's own workload; else the workloads the matching rules name (engine._correlate).
+        targets = (alert.target,) if alert.target is not None else rules.correlated_targets(alert)
         return await self._history.snapshot(
-            target=alert.target,
+            targets=targets,
             service=alert.labels.get("service"),
             since=alert.starts_at - HISTORY_WINDOW,
         )

@@ -110,16 +110,16 @@ class DeployHistoryStore:
 
     async def snapshot(
         self,
-        target: Target | None,
+        targets: Sequence[Target],
         service: str | None,
         since: datetime,
         *,
         limit: int = 100,
     ) -> DeployHistory:
-        """Deploys of ``target`` or of ``service`` since ``since``, newest first."""
-        matches: list[ColumnElement[bool]] = []
-        if target is not None:
-            matches.append((DeployRow.namespace == target.namespace) & (DeployRow.deployment == target.name))
+        """Deploys of any of ``targets`` or of ``service`` since ``since``, newest first."""
+        matches: list[ColumnElement[bool]] = [
+            (DeployRow.namespace == t.namespace) & (DeployRow.deployment == t.name) for t in targets
+        ]
         if service:
             matches.append(DeployRow.service == service)
         if not matches:

@@ -6,7 +6,7 @@ holding the previous one finishes its evaluation undisturbed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -19,6 +19,7 @@ from daemon.model import (
     DeployHistory,
     HealthCheck,
     Severity,
+    Target,
     ThresholdSpec,
     VerifySpec,
 )
@@ -78,13 +79,26 @@ class RuleSet:
         True when a decision rule that matches the alert correlates with deployments. Conservative:
         an earlier matching rule might win first, and ``when`` conditions are not evaluated here.
         """
+        return any(True for _ in self._correlating_rules(alert))
+
+    def correlated_targets(self, alert: Alert) -> tuple[Target, ...]:
+        """The fixed targets of the correlating rules that may match ``alert``, in rule order.
+
+        Whose deploys an alert that names no workload (and no ``service``) is correlated with,
+        so the caller reads their history too.
+        """
+        found: dict[Target, None] = {}
+        for rule in self._correlating_rules(alert):
+            found.update(dict.fromkeys(rule.targets or ()))
+        return tuple(found)
+
+    def _correlating_rules(self, alert: Alert) -> Iterator[CompiledDecision]:
         if not self._correlating or alert.status is AlertStatus.RESOLVED:
-            return False
+            return
         labels = {**alert.labels, "alertname": alert.name}
-        return any(
-            rule.correlate_within_s is not None and all(m.matches(labels) for m in rule.matchers)
-            for rule in self._tables.index.candidates(labels)
-        )
+        for rule in self._tables.index.candidates(labels):
+            if rule.correlate_within_s is not None and all(m.matches(labels) for m in rule.matchers):
+                yield rule
 
     def verify_for(self, decision: Decision) -> VerifySpec | None:
         """How to verify a rollback made for ``decision``: the targets' health checks and a PromQL check."""

@@ -114,7 +114,7 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_next_event_is_stored
     )
     async with DeployConsumer(cfg, history, clock) as consumer:
         await wait_processed(consumer, 4)
-    snap = await history.snapshot(Target("shop", "checkout-web"), None, SINCE)
+    snap = await history.snapshot([Target("shop", "checkout-web")], None, SINCE)
     assert [e.event_id for e in snap.events] == ["evt-good"]  # the redelivered copy made no second row
     assert await inbox_rows(store) == 0
     letters = await dead_letters(kafka, cfg.dead_letter_topic, 2)
@@ -148,7 +148,7 @@ async def test_offsets_are_committed_only_after_the_history_has_the_events(kafka
     history = DeployHistoryStore(store)
     async with DeployConsumer(cfg, history, clock) as again:
         await wait_processed(again, 3)
-    snap = await history.snapshot(Target("shop", "checkout-web"), None, SINCE)
+    snap = await history.snapshot([Target("shop", "checkout-web")], None, SINCE)
     assert sorted(e.event_id for e in snap.events) == ["e0", "e1", "e2"]
     assert await committed(kafka, cfg) == {TopicPartition(cfg.deploy_topic, 0): 3}
 
@@ -182,7 +182,7 @@ async def test_batches_over_several_partitions_are_stored_once_and_committed_to_
     history = DeployHistoryStore(store)
     async with DeployConsumer(cfg, history, clock) as consumer:
         await wait_processed(consumer, 461)
-    snap = await history.snapshot(Target("shop", "checkout-web"), None, SINCE, limit=1000)
+    snap = await history.snapshot([Target("shop", "checkout-web")], None, SINCE, limit=1000)
     assert sorted(e.event_id for e in snap.events) == sorted(f"m{i}" for i in range(450))
     assert await inbox_rows(store) == 0
     (letter,) = await dead_letters(kafka, cfg.dead_letter_topic, 1)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from daemon.clock import FakeClock
 from daemon.incidents.service import IncidentService
 from daemon.ingest import Dispatcher, Inbox, InboxClaims
 from daemon.ingest.history import DeployHistoryStore
-from daemon.model import NO_APPROVAL, DeployEvent, DeployKind
+from daemon.model import NO_APPROVAL, Decision, DeployEvent, DeployKind
 from daemon.pipeline import Pipeline
 from daemon.rules import RuleRegistry
 from daemon.sources.alertmanager import parse_webhook
@@ -41,12 +42,23 @@ decisions:
     severity: P2
     action: notify
     correlate: {within: 1h, required: true}
+  - name: gateway-errors-after-deploy
+    match: ['alertname="GatewayErrors"']
+    severity: P2
+    action: notify
+    correlate: {within: 1h, required: true}
+    targets: [edge/gateway]
 """
 
 
-def webhook(labels: Mapping[str, str]) -> bytes:
+def decided(decision: Decision | Mapping[str, Any]) -> dict[str, Any]:
+    """The decision as JSON, whether the incident record holds it typed or as its JSON form."""
+    return decision.to_json() if isinstance(decision, Decision) else dict(decision)
+
+
+def webhook(labels: Mapping[str, str], name: str = "ErrorRate") -> bytes:
     """An Alertmanager webhook body (version 4) with one firing alert."""
-    alert = {"status": "firing", "labels": {"alertname": "ErrorRate", **labels}, "startsAt": T0.isoformat()}
+    alert = {"status": "firing", "labels": {"alertname": name, **labels}, "startsAt": T0.isoformat()}
     return json.dumps(
         {"version": "4", "status": "firing", "receiver": "rollbackd", "groupKey": "{}", "alerts": [alert]}
     ).encode()
@@ -65,6 +77,30 @@ def deploy(namespace: str, deployment: str) -> DeployEvent:
     )
 
 
+async def handle(store: Store, tmp_path: Path, body: bytes, *deploys: DeployEvent) -> list[tuple[str, dict[str, Any]]]:
+    """Record ``deploys``, accept the webhook ``body``, run the dispatcher until idle: (rule, decision) per incident."""
+    clock = FakeClock(T0)
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(RULES)
+    registry = RuleRegistry([rules_file], clock)
+    registry.load()
+    history = DeployHistoryStore(store)
+    for event in deploys:
+        assert await history.record(event)
+    incidents = IncidentService(store, clock, [], FakeExecutor(), manual_rollback=lambda: NO_APPROVAL)
+    inbox = Inbox(store, clock)
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), Pipeline(registry, history, incidents), clock)
+    await inbox.accept_alerts(parse_webhook(body).alerts)
+    run = asyncio.create_task(dispatcher.run())
+    try:
+        await dispatcher.wait_idle()
+        return [(v.rule, decided(v.decision)) for v in await incidents.list()]
+    finally:
+        await dispatcher.stop()
+        await run
+        await incidents.close()
+
+
 @pytest.mark.parametrize(
     ("labels", "deployed"),
     [
@@ -76,28 +112,19 @@ def deploy(namespace: str, deployment: str) -> DeployEvent:
 async def test_alert_correlates_with_the_deploy_of_its_target(
     store: Store, tmp_path: Path, labels: dict[str, str], deployed: tuple[str, str]
 ) -> None:
-    clock = FakeClock(T0)
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(RULES)
-    registry = RuleRegistry([rules_file], clock)
-    registry.load()
-    history = DeployHistoryStore(store)
     event = deploy(*deployed)
-    assert await history.record(event)
-    await history.record(deploy("other", "checkout"))  # same name elsewhere: not this alert's workload
-    incidents = IncidentService(store, clock, [], FakeExecutor(), manual_rollback=lambda: NO_APPROVAL)
-    inbox = Inbox(store, clock)
-    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), Pipeline(registry, history, incidents), clock)
-    await inbox.accept_alerts(parse_webhook(webhook(labels)).alerts)
-    run = asyncio.create_task(dispatcher.run())
-    try:
-        await dispatcher.wait_idle()
-        views = await incidents.list()
-    finally:
-        await dispatcher.stop()
-        await run
-        await incidents.close()
-    assert [v.rule for v in views] == ["errors-after-deploy"]
-    decision = views[0].decision
+    elsewhere = deploy("other", "checkout")  # the same name in another namespace: not this alert's workload
+    incidents = await handle(store, tmp_path, webhook(labels), event, elsewhere)
+    assert [rule for rule, _ in incidents] == ["errors-after-deploy"]  # "correlate: required" matched
+    [(_, decision)] = incidents
     assert decision["deploy"]["event_id"] == event.event_id
     assert decision["targets"] == ["/".join(deployed)]
+
+
+async def test_alert_naming_no_workload_correlates_with_the_rules_fixed_target(store: Store, tmp_path: Path) -> None:
+    event = deploy("edge", "gateway")
+    incidents = await handle(store, tmp_path, webhook({"env": "prod"}, "GatewayErrors"), event, deploy("x", "y"))
+    assert [rule for rule, _ in incidents] == ["gateway-errors-after-deploy"]
+    [(_, decision)] = incidents
+    assert decision["deploy"]["event_id"] == event.event_id
+    assert decision["targets"] == ["edge/gateway"]

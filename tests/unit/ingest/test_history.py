@@ -17,7 +17,7 @@ async def test_snapshot_is_newest_first_and_redeliveries_are_ignored(store: Stor
     assert await history.record(deploy("b", minutes=10))
     assert not await history.record(deploy("b", minutes=10))
     assert await history.record(deploy("other", minutes=5, deployment="api", service="shop-api"))
-    snap = await history.snapshot(Target("shop", "web"), None, T0)
+    snap = await history.snapshot([Target("shop", "web")], None, T0)
     assert [e.event_id for e in snap.events] == ["b", "a"]
     assert snap.events[0].at == T0 + timedelta(minutes=10)
     assert snap.events[0].migration is True
@@ -29,7 +29,7 @@ async def test_snapshot_by_service_and_since(store: Store) -> None:
     await history.record(deploy("old", minutes=0))
     await history.record(deploy("new", minutes=30))
     await history.record(deploy("api", minutes=40, deployment="api", service="shop-api"))
-    snap = await history.snapshot(None, "shop-web", T0 + timedelta(minutes=15))
+    snap = await history.snapshot([], "shop-web", T0 + timedelta(minutes=15))
     assert [e.event_id for e in snap.events] == ["new"]
     assert snap.latest_for(service="shop-web") is not None
-    assert (await history.snapshot(None, None, T0)).events == ()
+    assert (await history.snapshot([], None, T0)).events == ()

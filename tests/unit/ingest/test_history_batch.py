@@ -46,7 +46,7 @@ async def test_a_batch_with_redeliveries_stores_each_event_once_and_nothing_in_t
     assert await history.record_batch([deploy("a"), deploy("b"), deploy("a")]) == 2  # "a" twice in one batch
     assert await history.record_batch([deploy("b"), deploy("c")]) == 1  # Kafka redelivered "b"
     assert await counts(store) == (0, 3)
-    snap = await history.snapshot(Target("shop", "checkout-web"), None, T0)
+    snap = await history.snapshot([Target("shop", "checkout-web")], None, T0)
     assert sorted(e.event_id for e in snap.events) == ["a", "b", "c"]
     assert snap.events[0].migration is True
     assert snap.events[0].revision == 4
