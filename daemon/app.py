@@ -23,9 +23,8 @@ from functools import partial
 from typing import Any
 
 import uvicorn
-from kubernetes_asyncio.client.api_client import ApiClient
 
-from daemon.actions.client import connect
+from daemon.actions.client import KubeClient, connect
 from daemon.actions.executor import RollbackExecutor
 from daemon.actions.leader import LeaderElector
 from daemon.api.app import build_app
@@ -157,7 +156,7 @@ class Daemon:
         log.info("store ready", url=store.safe_url)
         return store
 
-    async def _connect_kubernetes(self) -> tuple[ApiClient | None, bool]:
+    async def _connect_kubernetes(self) -> tuple[KubeClient | None, bool]:
         k = self.settings.kubernetes
         api_client = await connect(k)
         if api_client is not None:
@@ -171,7 +170,7 @@ class Daemon:
             log.warning("DRY-RUN MODE: rollbacks are validated by the API server but change nothing")
         return api_client, dry_run
 
-    def _start_leader_election(self, api_client: ApiClient | None) -> LeaderElector | None:
+    def _start_leader_election(self, api_client: KubeClient | None) -> LeaderElector | None:
         settings = self.settings.kubernetes.leader_election
         if not settings.enabled or api_client is None:
             return None
@@ -201,7 +200,7 @@ class Daemon:
         return publisher
 
     async def _build(
-        self, store: Store, rules: RuleRegistry, api_client: ApiClient | None, leader: LeaderElector | None,
+        self, store: Store, rules: RuleRegistry, api_client: KubeClient | None, leader: LeaderElector | None,
         dry_run: bool,
     ) -> Components:  # fmt: skip
         s, clock = self.settings, self.clock

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
@@ -27,6 +27,10 @@ from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.logs import get_logger
 
 log = get_logger(__name__)
+
+# The client the wiring builds and hands to the executor, the leader election and the probes,
+# named here so that nothing outside ``actions`` imports kubernetes_asyncio.
+KubeClient: TypeAlias = ApiClient
 
 PatchType = Literal["json", "merge", "strategic"]
 _CONTENT_TYPES: Mapping[PatchType, str] = {
