@@ -10,6 +10,8 @@ an action, which is the fail-safe direction.
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.contextvars import bound_contextvars
 
@@ -24,6 +26,15 @@ from daemon.incidents.write import Writer
 from daemon.metrics import ACKS
 from daemon.store.db import Store
 
+
+class How(TypedDict, total=False):
+    """How a verdict was given: the role it counts for, the channel, a comment for the record."""
+
+    role: str | None
+    via: str
+    comment: str
+
+
 # Where approvals and rejections still count: before any action ran.
 _VOTING = (State.OPEN, State.AWAITING_APPROVAL, State.ESCALATED)
 
@@ -37,27 +48,26 @@ class People:
         self._writer = writer
         self._approvers = approvers
 
-    async def approve(
-        self, incident_id: str, approver: str, code: str, *, role: str | None = None, via: str = "api",
+    async def approve(self, incident_id: str, approver: str, code: str, **how: Unpack[How]) -> IncidentRecord:
+        """Verify ``code`` and count the approval for one role; the rollback starts at quorum."""
+        return await self._coded(incident_id, approver, code, reject=False, **how)
+
+    async def reject(self, incident_id: str, approver: str, code: str, **how: Unpack[How]) -> IncidentRecord:
+        """Verify ``code`` and stop the action: the incident ends rejected."""
+        return await self._coded(incident_id, approver, code, reject=True, **how)
+
+    async def _coded(
+        self, incident_id: str, approver: str, code: str, *, reject: bool, role: str | None = None, via: str = "api",
         comment: str = "",
     ) -> IncidentRecord:  # fmt: skip
-        """Verify ``code`` and count the approval for one role; the rollback starts at quorum."""
         with bound_contextvars(incident_id=incident_id):
             inc = await self._voting(incident_id, "approve or reject")
             who = await self._approvers.verify(approver, code)
+            if reject:
+                return await self._reject(inc, who, role=role, via=via, comment=comment)
             chosen = pick_role(who, inc.decision.approval, inc.missing_roles(), role)
             event = ev.Approved(at=self._clock.now(), actor=who.name, approver=who.name, role=chosen, via=via)
             return await self._verdict(incident_id, event, "approve", comment)
-
-    async def reject(
-        self, incident_id: str, approver: str, code: str, *, role: str | None = None, via: str = "api",
-        comment: str = "",
-    ) -> IncidentRecord:  # fmt: skip
-        """Verify ``code`` and stop the action: the incident ends rejected."""
-        with bound_contextvars(incident_id=incident_id):
-            inc = await self._voting(incident_id, "approve or reject")
-            who = await self._approvers.verify(approver, code)
-            return await self._reject(inc, who, role=role, via=via, comment=comment)
 
     async def reject_verified(
         self, incident_id: str, approver: str, *, via: str, role: str | None = None, comment: str = ""
