@@ -1,13 +1,17 @@
-"""Owns the daemon's lifecycle: builds every component, runs them, stops them in order.
+"""Owns the daemon's lifecycle: starts the components ``wiring`` built, runs them, stops them in order.
 
 Start-up: store (migrated) → rules → Kubernetes (dry-run, loudly, if no
-cluster answers) → leader election → executor → incidents → inbox and
-dispatcher → outbox (Slack, PagerDuty, Kafka publications) → Kafka consumer
-and poller → HTTP server. Nothing waits for the Kafka broker: the consumer
-joins its group and the publisher connects in the background. Signals only
-set events: SIGTERM/SIGINT stop, SIGHUP reloads the rules. Shutdown runs the
-registered teardown steps last-first within one time budget; an in-flight
-rollback is left to the executor's intent log and reconciled at next start.
+cluster answers) → leader election → notifiers → ``wiring.build_components``
+→ workers: the leader's work (``leading``: recovery, dispatcher, rollback
+drivers), the outbox, timers, the store listener → sources (Kafka consumer,
+poller) → HTTP server. Nothing waits for the Kafka broker: the consumer joins
+its group and the publisher connects in the background. Signals only set
+events: SIGTERM/SIGINT stop, SIGHUP reloads the rules. Shutdown runs the
+registered teardown steps last-first within one time budget: the HTTP server
+and the sources stop first, then the workers (an in-flight rollback gets most
+of the budget, what is cut off is reconciled at the next start from the intent
+log), then leadership is released, background tasks are cancelled, and the
+clients and the store close last.
 """
 
 from __future__ import annotations
@@ -18,46 +22,38 @@ import ipaddress
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
 from functools import partial
 from typing import Any
 
 import uvicorn
 
 from daemon.actions.client import KubeClient, connect
-from daemon.actions.executor import RollbackExecutor
 from daemon.actions.leader import LeaderElector
 from daemon.api.app import build_app
 from daemon.api.auth import TokenAuth
+from daemon.api.state import ApiState
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
-from daemon.errors import ConfigError, RollbackdError
-from daemon.incidents.service import IncidentService
-from daemon.ingest.claims import InboxClaims
-from daemon.ingest.dispatcher import Dispatcher
-from daemon.ingest.history import DeployHistoryStore
-from daemon.ingest.inbox import Inbox
+from daemon.errors import ConfigError
+from daemon.leading import lead_always, lead_while_elected
 from daemon.logs import configure_logging, get_logger
-from daemon.metrics import DECISION_LATENCY, IS_LEADER
-from daemon.model import Target
+from daemon.metrics import IS_LEADER
 from daemon.notify.no_data import notify_no_data
-from daemon.notify.outbox import Notifier, OutboxWorker
+from daemon.notify.outbox import Notifier
 from daemon.notify.pagerduty import PagerDutyNotifier
 from daemon.notify.slack import SlackNotifier
-from daemon.pipeline import Pipeline
 from daemon.rules import RuleRegistry
 from daemon.sources.kafka import DeployConsumer
 from daemon.sources.poller import ThresholdPoller
-from daemon.sources.prometheus_query import PrometheusQuery
 from daemon.sources.publisher import KafkaPublisher
 from daemon.store.db import Store
 from daemon.store.listen import INBOX_CHANNEL, Listener
 from daemon.tasks import Teardown, cancel_all, guarded
+from daemon.wiring import Components, Io, build_components
 
 log = get_logger(__name__)
 
 SHUTDOWN_BUDGET_S = 25.0  # below Kubernetes' default 30 s termination grace period
-RECOVERY_RETRY_S = 2.0
 
 
 class _Server(uvicorn.Server):
@@ -73,31 +69,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
-
-
-@dataclass
-class Components:
-    """What ``Daemon.start`` built; the API reaches the same objects through ``app.state``."""
-
-    store: Store
-    rules: RuleRegistry
-    executor: RollbackExecutor
-    incidents: IncidentService
-    inbox: Inbox
-    history: DeployHistoryStore
-    dispatcher: Dispatcher
-    outbox: OutboxWorker
-    leader: LeaderElector | None
-    query: PrometheusQuery | None
-    dry_run: bool
-    notify_channels: tuple[str, ...]
-
-    def api_state(self, settings: Settings, clock: Clock, auth: TokenAuth) -> dict[str, Any]:
-        return {
-            "settings": settings, "clock": clock, "auth": auth, "store": self.store, "rules": self.rules,
-            "incidents": self.incidents, "inbox": self.inbox, "outbox": self.outbox, "leader": self.leader,
-            "executor": self.executor, "dry_run": self.dry_run,
-        }  # fmt: skip
 
 
 @dataclass
@@ -130,19 +101,26 @@ class Daemon:
         guarded(coro, name=name, stop=self.stop_event, tasks=self._tasks)
 
     async def start(self) -> None:
-        """Build every component in dependency order, start the workers, then open the HTTP port."""
-        self._teardown.push("background tasks", lambda: cancel_all(self._tasks))
-        store = await self._open_store()
+        """Open the store, build every component, start the workers and sources, then open the HTTP port."""
+        store = await self._open_store()  # closed last
         rules = RuleRegistry(list(self.settings.rules.paths), self.clock)
         rules.load()
         log.info("rules loaded", rules=rules.current.rule_count, paths=[str(p) for p in self.settings.rules.paths])
         api_client, dry_run = await self._connect_kubernetes()
+        notifiers = self._notifiers()
+        publisher = self._publisher()
+        # Cancelled after every worker stopped and before the clients and the store close.
+        self._teardown.push("background tasks", lambda: cancel_all(self._tasks))
         leader = self._start_leader_election(api_client)
-        self._components = c = await self._build(store, rules, api_client, leader, dry_run)
+        channels = tuple(n.channel for n in notifiers)
+        io = Io(
+            store, self.clock, api_client, leader, dry_run,
+            notifiers=[*notifiers, *([publisher] if publisher is not None else [])], notify_channels=channels,
+            publish_as=self.settings.instance if publisher is not None else None,
+        )  # fmt: skip
+        self._components = c = build_components(self.settings, rules, io)
         if leader is None:
-            await _recover(c)
-        else:
-            self._spawn("recover", _recover_when_leading(c, leader))
+            IS_LEADER.set(1)  # a single replica always acts
         self._start_workers(c)
         await self._start_sources(c)
         await self._start_http(c)
@@ -199,61 +177,20 @@ class Daemon:
         self._teardown.push("decision publisher", publisher.stop)  # LIFO: after the outbox has stopped
         return publisher
 
-    async def _build(
-        self, store: Store, rules: RuleRegistry, api_client: KubeClient | None, leader: LeaderElector | None,
-        dry_run: bool,
-    ) -> Components:  # fmt: skip
-        s, clock = self.settings, self.clock
-        query = PrometheusQuery(s.prometheus.url, s.prometheus.query_timeout_s) if s.prometheus.url else None
-        executor = RollbackExecutor(
-            api_client, store, clock, s.kubernetes, metric_query=query, dry_run=dry_run,
-            fence=leader.fence() if leader is not None else None,
-        )  # fmt: skip
-        notifiers = self._notifiers()
-        publisher = self._publisher()
-        outbox = OutboxWorker(store, clock, [*notifiers, *([publisher] if publisher is not None else [])])
-        incidents = IncidentService(
-            store, clock, list(s.approvers), executor,
-            manual_rollback=lambda: rules.current.manual_rollback,
-            is_leader=(lambda: leader.is_leader) if leader is not None else (lambda: True),
-            notify_channels=tuple(n.channel for n in notifiers),
-            on_notify=outbox.wake,
-            publish_as=s.instance if publisher is not None else None,
-        )  # fmt: skip
-
-        async def finish_rollbacks() -> None:
-            # An in-flight rollback gets most of the budget to finish; what is cut off stays in
-            # the intent log as applied-but-unverified and is reconciled at the next start.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(incidents.idle(), timeout=SHUTDOWN_BUDGET_S * 0.6)
-            await incidents.close()
-
-        self._teardown.push("incidents", finish_rollbacks)
-        executor.progress = partial(_observe_patch, incidents, clock)
-        if leader is None:
-            IS_LEADER.set(1)  # a single replica always acts
-        inbox = Inbox(store, clock)
-        history = DeployHistoryStore(store)
-        # Claims carry this replica's name: its next run releases what it left claimed at once.
-        claims = InboxClaims(inbox, clock, holder=s.instance)
-        dispatcher = Dispatcher(claims, Pipeline(rules, history, incidents), clock)
-        return Components(
-            store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, dry_run,
-            tuple(n.channel for n in notifiers),
-        )  # fmt: skip
-
     def _start_workers(self, c: Components) -> None:
-        if c.leader is None:
-            self._spawn("dispatcher", c.dispatcher.run())
-        else:
-            self._spawn("dispatcher", _dispatch_while_leading(c.dispatcher, c.leader))
-        self._teardown.push("dispatcher", c.dispatcher.stop)
+        """The leader's work, and what every replica runs: outbox, timers, the store listener, rule watching."""
         self._spawn("outbox", c.outbox.run())
+        self._teardown.push("outbox", c.outbox.stop)
+        self._teardown.push("incidents", partial(_finish_rollbacks, c))
+        if c.leader is None:
+            self._spawn("leader work", lead_always(c))
+        else:
+            self._spawn("leader work", lead_while_elected(c, c.leader))
+        self._teardown.push("dispatcher", c.dispatcher.stop)
+        self._spawn("timers", c.incidents.run_timers())
         if c.store.is_postgres:
             # Another replica's webhook commits reach this dispatcher within milliseconds, not a poll.
             self._spawn("store-listener", Listener(c.store, {INBOX_CHANNEL: c.dispatcher.wake}).run())
-        self._teardown.push("outbox", c.outbox.stop)
-        self._spawn("timers", c.incidents.run_timers())
         if self.settings.rules.watch and any(p.exists() for p in self.settings.rules.paths):
             self._spawn("rule-watch", c.rules.watch(self.stop_event))
 
@@ -286,7 +223,8 @@ class Daemon:
             log.warning("no API tokens configured: the API on loopback accepts unauthenticated calls")
             auth_required = False
         auth = TokenAuth(list(s.http.tokens), required=auth_required)
-        app = build_app(c.api_state(s, self.clock, auth), max_body_bytes=s.http.max_body_bytes)
+        state = ApiState(s, self.clock, auth, c.store, c.rules, c.incidents, c.inbox, c.leader, c.dry_run)
+        app = build_app(state, max_body_bytes=s.http.max_body_bytes)
         config = uvicorn.Config(
             app, host=s.http.host, port=s.http.port, log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=5,
@@ -331,70 +269,12 @@ class Daemon:
         await self.stop()
 
 
-async def _observe_patch(incidents: IncidentService, clock: Clock, intent_id: str, _target: Target, step: str) -> None:
-    """Decision latency: from the incident's opening (the alert's arrival) to the patch reaching the API server."""
-    if step != "patched":
-        return
-    try:
-        view = await incidents.get(intent_id.partition(":")[0])
-    except Exception:  # noqa: BLE001 - a metric must never abort a rollback (listener errors do)
-        return
-    opened = view.opened_at if view.opened_at.tzinfo else view.opened_at.replace(tzinfo=UTC)
-    DECISION_LATENCY.observe(max(0.0, (clock.now() - opened).total_seconds()))
-
-
-async def _recover(c: Components) -> None:
-    """After a restart: settle interrupted rollbacks from the cluster's state, then re-drive incidents.
-
-    The executor's intent log says which undo was planned or applied; ``reconcile`` reads each
-    Deployment and records what really happened, so re-driving an incident never undoes twice.
-    """
-    for result in await c.executor.reconcile():
-        log.warning("reconciled interrupted rollback", intent=result.intent_id, detail=result.detail)
-    await c.incidents.resume()
-
-
-async def _recover_when_leading(c: Components, leader: LeaderElector) -> None:
-    """Recover on every acquisition of the Lease, and stop the rollback drivers on every loss.
-
-    Each new term may inherit intents another leader left open (it was paused, or partitioned),
-    not only the first one after start-up. On a loss the drivers stop at once (client-go's
-    OnStoppedLeading); their fence would refuse any write anyway, and the store keeps their state.
-    """
-    while True:
-        await leader.elected.wait()
-        while leader.is_leader:
-            try:
-                await _recover(c)
-                break
-            except RollbackdError as exc:  # the store or the apiserver is down: again while still leading
-                log.warning("recovery failed, retrying", error=str(exc), reason=exc.reason)
-                await asyncio.sleep(RECOVERY_RETRY_S)
-        await leader.not_leading.wait()
-        await c.incidents.close()
-
-
-async def _dispatch_while_leading(dispatcher: Dispatcher, leader: LeaderElector) -> None:
-    """Only the leader reads the inbox: two dispatchers on one database would handle the same rows.
-
-    Standbys keep accepting webhooks into the shared inbox; the leader processes them.
-    """
-    while True:
-        await leader.elected.wait()
-        log.info("leading: processing the inbox")
-        run = asyncio.create_task(dispatcher.run(), name="dispatcher")
-        lost = asyncio.create_task(leader.not_leading.wait(), name="leadership-lost")
-        try:
-            # The elector drops leadership at the renew deadline, so this stops before the Lease expires.
-            await asyncio.wait({run, lost}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-        if run.done():
-            run.result()  # a crash propagates to the guarded task
-            return
-        log.warning("leadership lost: no longer processing the inbox")
-        await dispatcher.stop()
-        await run
+async def _finish_rollbacks(c: Components) -> None:
+    """An in-flight rollback gets most of the budget to finish; what is cut off stays in the intent
+    log as applied-but-unverified and is reconciled at the next start."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(c.incidents.idle(), timeout=SHUTDOWN_BUDGET_S * 0.6)
+    await c.incidents.close()
 
 
 async def run_daemon(settings: Settings) -> None:

@@ -63,3 +63,15 @@ class FakeClock:
                 await asyncio.sleep(0)
         self._now = target
         await asyncio.sleep(0)
+
+
+async def sleep_unless(clock: Clock, seconds: float, event: asyncio.Event) -> None:
+    """Sleep ``seconds`` on ``clock``, or less if ``event`` is set first: a worker's poll that a wake-up cuts short."""
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    waker = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in (sleeper, waker):
+            fut.cancel()
+        await asyncio.gather(sleeper, waker, return_exceptions=True)

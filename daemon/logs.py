@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import structlog
@@ -18,7 +20,9 @@ from daemon.redact import redact_processor
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+def configure_logging(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto", *, cache: bool = True
+) -> None:
     """Configure structlog and route the standard library's loggers through it."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[structlog.types.Processor] = [
@@ -35,10 +39,24 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     # Libraries (uvicorn, aiokafka, kubernetes) log through the stdlib: quieter, same stream.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+@contextmanager
+def logging_for_command(level: str = "warning") -> Iterator[None]:
+    """Log at ``level`` to stderr while a CLI command runs the daemon's code, then restore what was set.
+
+    Commands that print a report on stdout (``rollbackd replay``) must not have it mixed with log lines.
+    """
+    saved = structlog.get_config()
+    configure_logging(level, "auto", cache=False)
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -352,6 +352,7 @@ class RollbackRequest:
     to_revision: int | None = None
     dry_run: bool | None = None  # None: the executor's configured mode
     verify: VerifySpec | None = None
+    opened_at: datetime | None = None  # the incident's opening (its first alert's arrival), for the latency metric
 
     def idempotency_key(self, target: Target) -> str:
         return f"{self.incident_id}:{target}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon.clock import FakeClock
+from daemon.logs import configure_logging
 from daemon.store.db import Store
 
 pytest_plugins = [
@@ -42,6 +43,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("soak"):
             item.add_marker(pytest.mark.skip(reason="soak runs only with --soak"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _daemon_logs_on_stderr() -> None:
+    """Log as the daemon does, to stderr: a CLI test's stdout (a JSON report) must hold only the report.
+
+    Loggers are not cached, so ``structlog.testing.capture_logs`` still sees every event.
+    """
+    configure_logging("debug", "console", cache=False)
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ the intents open; the new leader's ``reconcile`` takes them over.
 
 from __future__ import annotations
 
+from functools import partial
+
 import structlog
 from kubernetes_asyncio.client.api_client import ApiClient
 
@@ -32,7 +34,7 @@ from daemon.clock import Clock
 from daemon.config import KubernetesSettings
 from daemon.errors import RollbackdError
 from daemon.logs import get_logger
-from daemon.metrics import ROLLBACKS
+from daemon.metrics import DECISION_LATENCY, ROLLBACKS
 from daemon.model import RollbackOutcome, RollbackRequest, Target, TargetOutcome, TargetResult
 from daemon.store.db import Store
 
@@ -94,10 +96,18 @@ class RollbackExecutor:
 
     async def _attempt(self, req: RollbackRequest, targets: tuple[Target, ...], dry: bool) -> list[Work]:
         assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
-        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, self.progress, fence=self.fence)
+        noted = partial(self._noted, req)
+        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, noted, fence=self.fence)
         works = [await self._prepare(req, t, dry) for t in targets]
         await run.execute(works)
         return works
+
+    async def _noted(self, req: RollbackRequest, key: str, target: Target, step: str) -> None:
+        """Each step of a target: the decision-to-patch latency at the patch, then the caller's listener."""
+        if step == "patched" and req.opened_at is not None:
+            DECISION_LATENCY.observe(max(0.0, (self.clock.now() - req.opened_at).total_seconds()))
+        if self.progress is not None:
+            await self.progress(key, target, step)
 
     async def _retry_temporary(self, req: RollbackRequest, works: list[Work], dry: bool) -> list[Work]:
         """Try again the targets that failed for a passing reason, until the rollout deadline.

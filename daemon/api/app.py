@@ -1,7 +1,7 @@
 """Assembles the FastAPI application from the routers each stage contributes.
 
-The components arrive in ``state`` (see docs/development.md for the names)
-and are set on ``app.state``; nothing here creates them. Every request is
+The components arrive as one typed ``ApiState`` (``api.state``), which every
+router reads with ``state_of``; nothing here creates them. Every request is
 counted by route template and status, and bodies are limited before any
 handler reads them.
 """
@@ -9,16 +9,16 @@ handler reads them.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import health, incidents, pagerduty, rules, slack, webhooks
 from daemon.api.limits import BodyLimitMiddleware
+from daemon.api.state import ApiState
 from daemon.errors import TemporaryError
 from daemon.metrics import HTTP_REQUESTS, INPUT_REJECTED
 from daemon.redact import redact
@@ -32,25 +32,44 @@ their signatures instead.
 """
 
 
-def build_app(state: Mapping[str, Any], *, max_body_bytes: int = 1 << 20) -> FastAPI:
+def build_app(state: ApiState, *, max_body_bytes: int = 1 << 20) -> FastAPI:
     app = FastAPI(title="rollbackd", version=__version__, description=DESCRIPTION)
-    for name, value in state.items():
-        setattr(app.state, name, value)
+    app.state.api = state  # read back, typed, by ``state_of``
     for module in (health, webhooks, incidents, rules, slack, pagerduty):
         app.include_router(module.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(TemporaryError, _temporary_error)
-    app.middleware("http")(_count_requests)
+    # Both pure ASGI: Starlette's BaseHTTPMiddleware would wrap a handler's exception (the body
+    # limit's, when a chunked body runs over) in an ExceptionGroup, and the 413 became a 500.
+    app.add_middleware(RequestCounter)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app
 
 
-async def _count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    response = await call_next(request)
-    route = request.scope.get("route")
-    path = getattr(route, "path", "unmatched")
-    HTTP_REQUESTS.labels(route=path, status=str(response.status_code)).inc()
-    return response
+class RequestCounter:
+    """Counts every request by route template and the status it was answered with."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the server answers if the app raises before starting a response
+
+        async def noting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        finally:
+            # The router wrote the matched route into this same scope on its way down.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            HTTP_REQUESTS.labels(route=path, status=str(status)).inc()
 
 
 async def _temporary_error(_request: Request, exc: Exception) -> JSONResponse:

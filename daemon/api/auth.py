@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
 
+from daemon.api.state import state_of
 from daemon.config import ApiToken
 
 ANONYMOUS = "anonymous"
@@ -51,7 +52,7 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     """FastAPI dependency: the caller must hold ``scope`` (``admin`` holds every scope)."""
 
     async def dependency(request: Request) -> Principal:
-        auth: TokenAuth = request.app.state.auth
+        auth = state_of(request).auth
         principal = auth.principal(request.headers.get("authorization"))
         if principal is None:
             raise HTTPException(

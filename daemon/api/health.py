@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from daemon.api.state import state_of
 from daemon.errors import RollbackdError
 from daemon.metrics import REGISTRY
 
@@ -26,16 +27,15 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: rules loaded, store reachable, leadership known")
 async def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = state_of(request)
     checks: dict[str, Any] = {}
-    rules = getattr(state, "rules", None)
-    checks["rules"] = "ok" if rules is not None and rules.current.rule_count > 0 else "no rules loaded"
+    checks["rules"] = "ok" if state.rules.current.rule_count > 0 else "no rules loaded"
     try:
         await state.store.ping()
         checks["store"] = "ok"
     except RollbackdError as exc:
         checks["store"] = str(exc)
-    leader = getattr(state, "leader", None)
+    leader = state.leader
     if leader is None or leader.known:
         checks["leadership"] = "ok"
     else:
@@ -44,7 +44,7 @@ async def readyz(request: Request) -> JSONResponse:
     body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
     if leader is not None:
         body["leader"] = leader.is_leader
-    body["dry_run"] = bool(getattr(state, "dry_run", False))
+    body["dry_run"] = state.dry_run
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -1,6 +1,6 @@
 """HTTP API for incidents: list and read decision records, acknowledge, approve, reject, break-glass.
 
-The service is ``request.app.state.incidents`` (``incidents.IncidentService``).
+The service is ``state_of(request).incidents`` (``incidents.IncidentService``).
 Approval codes arrive in request bodies only; no response, error or log line
 repeats them: a wrong code is 403 with the tries left, a locked-out approver
 423, too many failures across approvers 429.
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.auth import Principal, require
+from daemon.api.state import state_of
 from daemon.errors import RollbackdError
 from daemon.incidents.errors import (
     ApproverLockedError,
@@ -67,8 +68,7 @@ class IncidentList(_Body):
 
 
 def _service(request: Request) -> IncidentService:
-    service: IncidentService = request.app.state.incidents
-    return service
+    return state_of(request).incidents
 
 
 def _error(exc: RollbackdError) -> JSONResponse:

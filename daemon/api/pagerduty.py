@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from daemon.config import Settings
+from daemon.api.state import state_of
 from daemon.errors import PermanentError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import INPUT_REJECTED
@@ -30,7 +30,7 @@ from daemon.store.db import Store
 from daemon.store.errors import ConstraintError
 from daemon.store.tables import ReceiptRow
 
-from .responders import IncidentResponder, approver_by_pagerduty_user
+from .responders import approver_by_pagerduty_user
 
 router = APIRouter(tags=["pagerduty"])
 log = get_logger(__name__)
@@ -86,7 +86,7 @@ def verify_pagerduty_request(secrets: list[str], header: str | None, body: bytes
 
 @router.post("/pagerduty/webhook", summary="PagerDuty v3 webhooks (signed by PagerDuty)")
 async def webhook(request: Request) -> dict[str, Any]:
-    settings: Settings = request.app.state.settings
+    settings = state_of(request).settings
     secrets = [ref.read() for ref in settings.pagerduty.webhook_secrets]
     body = await request.body()
     if not secrets:
@@ -104,12 +104,12 @@ async def webhook(request: Request) -> dict[str, Any]:
     if agent.type != "user_reference":
         # Our own Events API acknowledge/resolve, or an automatic resolve: nothing for us to do.
         return {"status": "ignored"}
-    store: Store = request.app.state.store
+    store = state_of(request).store
     if await _seen(store, event.id):
         return {"status": "duplicate"}
     mapped = approver_by_pagerduty_user(settings.approvers, agent.id)
     actor = mapped.name if mapped else (agent.summary or f"pagerduty:{agent.id}")
-    responder: IncidentResponder = request.app.state.incidents
+    responder = state_of(request).incidents
     outcome = "acknowledged"
     try:
         await responder.acknowledge(incident_id, actor, via="pagerduty")
@@ -119,7 +119,7 @@ async def webhook(request: Request) -> dict[str, Any]:
     except PermanentError as exc:
         log.warning("pagerduty acknowledgement refused", incident_id=incident_id, reason=exc.reason)
         outcome = f"refused: {exc.reason}"
-    await _record(store, event.id, request.app.state.clock.now())
+    await _record(store, event.id, state_of(request).clock.now())
     log.info("pagerduty webhook handled", incident_id=incident_id, event_type=event.event_type, actor=actor)
     return {"status": outcome, "incident_id": incident_id}
 

@@ -1,6 +1,6 @@
 """What the Slack and PagerDuty callbacks need of incidents, and who the caller is.
 
-``request.app.state.incidents`` implements ``IncidentResponder``; the
+``state_of(request).incidents`` implements ``IncidentResponder``; the
 callback routers depend on this protocol only, so ``notify`` never imports
 ``incidents``. Identities from Slack and PagerDuty map to configured
 approvers here; an unmapped Slack user maps to nobody (fail closed).

@@ -2,7 +2,7 @@
 
 ``GET /api/v1/rules`` (scope read) shows what is loaded and the last reload's
 outcome, including its errors; ``POST /api/v1/rules/reload`` (scope admin)
-reloads now. The registry is ``request.app.state.rules``.
+reloads now. The registry is ``state_of(request).rules``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from daemon.api.auth import Principal, require
+from daemon.api.state import state_of
 from daemon.rules.registry import RuleRegistry
 
 router = APIRouter(prefix="/api/v1/rules", tags=["rules"])
@@ -41,13 +42,13 @@ def _status(registry: RuleRegistry) -> dict[str, Any]:
 @router.get("")
 async def rules_status(request: Request, _: Principal = Depends(require("read"))) -> dict[str, Any]:  # noqa: B008
     """What is loaded, when it was last reloaded, and the last reload's errors."""
-    registry: RuleRegistry = request.app.state.rules
+    registry = state_of(request).rules
     return _status(registry)
 
 
 @router.post("/reload")
 async def rules_reload(request: Request, _: Principal = Depends(require("admin"))) -> dict[str, Any]:  # noqa: B008
     """Reload the rule files now; on error the running rules stay in force (see ``last_error``)."""
-    registry: RuleRegistry = request.app.state.rules
+    registry = state_of(request).rules
     result = registry.reload()
     return {"ok": result.ok, "errors": list(result.errors), "at": result.at.isoformat(), **_status(registry)}

@@ -26,6 +26,7 @@ from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from daemon.api.state import state_of
 from daemon.config import ApproverSettings, Settings
 from daemon.errors import ConfigError, PermanentError, RollbackdError
 from daemon.logs import get_logger
@@ -99,7 +100,7 @@ def _parse(body: bytes) -> Interaction:
 
 @router.post("/slack/interactivity", summary="Slack buttons and modals (signed by Slack)")
 async def interactivity(request: Request, background: BackgroundTasks) -> Response:
-    settings: Settings = request.app.state.settings
+    settings = state_of(request).settings
     if settings.slack.signing_secret is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="Slack signing secret is not configured")
     body = await request.body()
@@ -108,7 +109,7 @@ async def interactivity(request: Request, background: BackgroundTasks) -> Respon
         request.headers.get("x-slack-request-timestamp"),
         request.headers.get("x-slack-signature"),
         body,
-        request.app.state.clock.now(),
+        state_of(request).clock.now(),
     )
     event = _parse(body)
     approver = approver_by_slack_user(settings.approvers, event.user.id)
@@ -130,7 +131,7 @@ async def interactivity(request: Request, background: BackgroundTasks) -> Respon
         await _open_modal(settings, event, incident_id)
         return Response(status_code=200)
     presser = _Presser(approver.name, event.user.id, channel_id)
-    background.add_task(_act, request.app.state.incidents, settings, verb, incident_id, presser)
+    background.add_task(_act, state_of(request).incidents, settings, verb, incident_id, presser)
     return Response(status_code=200)
 
 
@@ -180,7 +181,7 @@ async def _view_submission(request: Request, event: Interaction, approver: Appro
     code = _submitted_code(view)
     if not incident_id or not code:
         return _modal_error("Enter your approval code.")
-    responder: IncidentResponder = request.app.state.incidents
+    responder = state_of(request).incidents
     task = asyncio.ensure_future(responder.approve(incident_id, approver.name, code, via="slack"))
     done, _ = await asyncio.wait({task}, timeout=INLINE_BUDGET_S)
     if not done:

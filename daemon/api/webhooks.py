@@ -25,9 +25,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import JSONResponse
 
 from daemon.api.auth import require
+from daemon.api.state import state_of
 from daemon.config import SecretRef, Settings
 from daemon.errors import InputError, QueueFullError, TemporaryError
-from daemon.ingest.inbox import Inbox
 from daemon.logs import get_logger
 from daemon.metrics import ALERTS_RECEIVED, INPUT_REJECTED, TRUNCATED_ALERTS
 from daemon.model import Alert
@@ -90,7 +90,7 @@ def _check_signature(request: Request, settings: Settings, source: str, body: by
 
 async def _accept(request: Request, source: str, alerts: Sequence[Alert]) -> JSONResponse:
     """Write ``alerts`` to the inbox; 200 only once committed, 503 with Retry-After if it cannot be."""
-    inbox: Inbox = request.app.state.inbox
+    inbox = state_of(request).inbox
     try:
         result = await inbox.accept_alerts(alerts)
     except QueueFullError as exc:
@@ -111,7 +111,7 @@ async def _accept(request: Request, source: str, alerts: Sequence[Alert]) -> JSO
 
 
 async def _body(request: Request, source: str) -> bytes:
-    settings: Settings = request.app.state.settings
+    settings = state_of(request).settings
     body = await _read_body(request, source, settings.http.max_body_bytes)
     _check_signature(request, settings, source, body)
     return body
@@ -142,7 +142,7 @@ async def receive_prometheus(request: Request) -> JSONResponse:
     source = "prometheus"
     body = await _body(request, source)
     try:
-        alerts = parse_alerts(body, request.app.state.clock.now())
+        alerts = parse_alerts(body, state_of(request).clock.now())
     except InputError as exc:
         raise _reject(source, 400, exc.reason, str(exc)) from None
     return await _accept(request, source, alerts)

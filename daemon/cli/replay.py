@@ -1,11 +1,12 @@
 """``rollbackd replay``: what would these rules have done with last week's alerts and deploys?
 
 Reads a recorded JSONL file or a Kafka topic range (``sources.replay_reader``),
-runs it through the rules and the incident state machine in dry run
-(``cli.replay_sim``) and prints, in recorded time, every decision, incident
-transition, notification and the rollbacks that would have run. Nothing is
-stored, sent or changed. Exit codes: 0 done, 2 bad input or rule files,
-3 Kafka unreachable.
+runs it through the daemon's own pipeline in recorded time and dry run
+(``daemon.replay``: the live inbox, dispatcher, rules, incident service, timers
+and executor over a throwaway store), and prints every input, incident
+transition and notification, then each incident's decision record — the same
+record the API serves. Nothing is sent or changed. Exit codes: 0 done, 2 bad
+input or rule files, 3 Kafka unreachable.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ from pathlib import Path
 import click
 
 from daemon.cli.common import config_option, echo_error
-from daemon.cli.replay_sim import Replay, ReplayResult, Step
+from daemon.clock import SystemClock
 from daemon.config import load_settings
 from daemon.errors import ConfigError, InputError, TemporaryError
-from daemon.rules import RuleSet, load_ruleset
+from daemon.logs import logging_for_command
+from daemon.replay import ReplayReport, Step
+from daemon.replay import replay as run_replay
+from daemon.rules import RuleRegistry
 from daemon.rules.durations import parse_duration
+from daemon.rules.loader import RuleLoadError
 from daemon.sources.replay_reader import ReplayRecord, read_file, read_kafka
 
 EXIT_USAGE = 2
@@ -75,15 +80,34 @@ def replay(  # noqa: PLR0917 - click passes each option as a parameter
     """
     if (file is None) == (bootstrap is None):
         raise click.UsageError("give either FILE or --kafka BOOTSTRAP (with --topic), not both")
+    # The report goes to stdout; the daemon's own log lines (it runs its real code) only when they matter.
+    with logging_for_command("error"):
+        report = _replay(file, rule_paths, config, bootstrap, topic, (from_offset, to_offset, partitions), horizon)
+    if output == "json":
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_text(report)
+
+
+def _replay(  # noqa: PLR0917 - the command's options, passed on
+    file: Path | None,
+    rule_paths: tuple[Path, ...],
+    config: Path | None,
+    bootstrap: str | None,
+    topic: str | None,
+    offsets: tuple[int, int | None, tuple[int, ...]],
+    horizon: str,
+) -> ReplayReport:
+    from_offset, to_offset, partitions = offsets
     try:
-        settings = load_settings(config) if config else None
-        paths = list(rule_paths) or (list(settings.rules.paths) if settings else [Path("rules")])
-        ruleset = _load_rules(paths)
+        settings = load_settings(config) if config else load_settings(None)
+        paths = list(rule_paths) or (list(settings.rules.paths) if config else [Path("rules")])
+        registry = _load_rules(paths)
         horizon_s = parse_duration(horizon)
         if file is not None:
             records = read_file(file)
         else:
-            kafka_topic = topic or (settings.kafka.deploy_topic if settings else None)
+            kafka_topic = topic or (settings.kafka.deploy_topic if config else None)
             if not kafka_topic:
                 raise click.UsageError("--kafka needs --topic (or a --config naming kafka.deploy_topic)")
             records = _read_kafka(bootstrap or "", kafka_topic, from_offset, to_offset, partitions)
@@ -93,18 +117,16 @@ def replay(  # noqa: PLR0917 - click passes each option as a parameter
     except TemporaryError as exc:
         echo_error(str(exc))
         sys.exit(EXIT_UNREACHABLE)
-    result = Replay(ruleset).run(records, timedelta(seconds=horizon_s))
-    if output == "json":
-        click.echo(json.dumps(_as_json(result, len(records)), indent=2))
-    else:
-        _print_text(result, len(records))
+    return asyncio.run(run_replay(settings, registry, records, timedelta(seconds=horizon_s)))
 
 
-def _load_rules(paths: list[Path]) -> RuleSet:
-    ruleset, errors, _warnings = load_ruleset(paths)
-    if ruleset is None:
-        raise ConfigError("rule files are invalid:\n" + "\n".join(f"  {e}" for e in errors))
-    return ruleset
+def _load_rules(paths: list[Path]) -> RuleRegistry:
+    registry = RuleRegistry(paths, SystemClock())
+    try:
+        registry.load()
+    except RuleLoadError as exc:
+        raise ConfigError("rule files are invalid:\n" + "\n".join(f"  {e}" for e in exc.errors)) from None
+    return registry
 
 
 def _read_kafka(
@@ -119,48 +141,28 @@ def _read_kafka(
 
 def _line(step: Step) -> str:
     who = step.incident or ""
-    text = f"{step.at:%Y-%m-%d %H:%M:%S}  {who:<4} {step.text}"
+    text = f"{step.at:%Y-%m-%d %H:%M:%S}  {who:<12} {step.text}"
     colour = _COLOURS.get(step.kind)
-    return click.style(text, fg=colour, bold=step.kind == "rollback") if colour else text
+    rollback = "rollback" in step.text
+    return click.style(text, fg="red" if rollback else colour, bold=rollback) if colour else text
 
 
-def _print_text(result: ReplayResult, record_count: int) -> None:
-    for step in result.steps:
+def _print_text(report: ReplayReport) -> None:
+    for step in report.steps:
         click.echo(_line(step))
     click.echo("")
-    by_rule = Counter((d.rule, d.action.value) for _, _, d in result.decisions)
-    click.secho(f"{record_count} record(s), {len(result.decisions)} decision(s):", bold=True)
-    for (rule, action), n in sorted(by_rule.items()):
+    decisions = Counter((d["rule"], d["action"]) for d in report.decisions())
+    click.secho(f"{report.records} record(s), {sum(decisions.values())} decision(s):", bold=True)
+    for (rule, action), n in sorted(decisions.items()):
         click.echo(f"  {n:>4}  {rule}  {action}")
-    click.secho(f"{len(result.incidents)} incident(s):", bold=True)
-    for inc in result.incidents.values():
-        targets = ", ".join(str(t) for t in inc.decision.targets) or "-"
-        click.echo(f"  {inc.id:<4} {inc.state.value:<18} {inc.decision.rule}  {targets}")
-    click.secho(f"{len(result.rollbacks)} rollback(s) would have run (dry run):", bold=True)
-    for at, incident_id, decision in result.rollbacks:
-        targets = ", ".join(str(t) for t in decision.targets) or "-"
-        click.echo(f"  {at:%Y-%m-%d %H:%M:%S}  {incident_id:<4} {targets}  ({decision.rule})")
-    for incident_id, kind, due in result.pending_timers:
-        click.echo(f"  pending after the horizon: {incident_id} {kind.value} at {due:%Y-%m-%d %H:%M:%S}")
-
-
-def _as_json(result: ReplayResult, record_count: int) -> dict[str, object]:
-    return {
-        "records": record_count,
-        "steps": [s.to_json() for s in result.steps],
-        "decisions": [{"at": at.isoformat(), "alert": alert, **d.to_json()} for at, alert, d in result.decisions],
-        "incidents": [inc.to_json() for inc in result.incidents.values()],
-        "rollbacks": [
-            {
-                "at": at.isoformat(),
-                "incident": iid,
-                "rule": d.rule,
-                "targets": [str(t) for t in d.targets],
-                "to_revision": d.to_revision,
-            }
-            for at, iid, d in result.rollbacks
-        ],
-        "pending_timers": [
-            {"incident": iid, "timer": kind.value, "due": due.isoformat()} for iid, kind, due in result.pending_timers
-        ],
-    }
+    click.secho(f"{len(report.incidents)} incident(s):", bold=True)
+    for inc in report.incidents:
+        targets = ", ".join(inc["decision"]["targets"]) or "-"
+        click.echo(f"  {inc['id']:<12} {inc['state']:<18} {inc['decision']['rule']}  {targets}")
+    rollbacks = report.rollbacks()
+    click.secho(f"{len(rollbacks)} rollback(s) would have run (dry run):", bold=True)
+    for r in rollbacks:
+        to = f" to revision {r['to_revision']}" if r["to_revision"] is not None else ""
+        click.echo(f"  {r['at']}  {r['incident']:<12} {', '.join(r['targets']) or '-'}{to}  ({r['rule']})")
+    for t in report.pending_timers():
+        click.echo(f"  pending after the horizon: {t['incident']} {t['timer']} at {t['due']}")

@@ -32,7 +32,7 @@ import contextlib
 from collections import deque
 from typing import Protocol
 
-from daemon.clock import Clock
+from daemon.clock import Clock, sleep_unless
 from daemon.errors import PermanentError, TemporaryError
 from daemon.ingest.claims import InboxClaims
 from daemon.ingest.inbox import InboxItem
@@ -136,15 +136,8 @@ class Dispatcher:
                 return
 
     async def _wait(self) -> None:
-        """Sleep until woken, or until the poll interval passes (rows from another replica's API)."""
-        waiter = asyncio.ensure_future(self._wake.wait())
-        sleeper = asyncio.ensure_future(self._clock.sleep(self._poll_interval_s))
-        try:
-            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, sleeper):
-                task.cancel()
-            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+        """Sleep until woken, or until the poll interval passes (the last resort if a wake-up was lost)."""
+        await sleep_unless(self._clock, self._poll_interval_s, self._wake)
 
     async def _fill(self) -> bool:
         """Queue the next page of pending rows; True if any were found."""

@@ -33,7 +33,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import aliased
 
-from daemon.clock import Clock
+from daemon.clock import Clock, sleep_unless
 from daemon.errors import PermanentError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import NOTIFICATION_RETRIES, NOTIFICATIONS, OUTBOX_PENDING
@@ -156,14 +156,7 @@ class OutboxWorker:
                 await task
 
     async def _idle(self) -> None:
-        sleeper = asyncio.ensure_future(self._clock.sleep(self._poll_s))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (sleeper, waker):
-                fut.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+        await sleep_unless(self._clock, self._poll_s, self._wake)
 
     async def run_once(self) -> int:
         """Claim one batch of due rows and deliver it; returns how many rows were handled."""

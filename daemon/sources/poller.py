@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from daemon.clock import Clock
+from daemon.clock import Clock, sleep_unless
 from daemon.errors import RollbackdError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import NO_DATA
@@ -100,14 +100,7 @@ class ThresholdPoller:
         self._stopping.clear()
         while not self._stopping.is_set():
             await self.evaluate_once()
-            sleeper = asyncio.ensure_future(self._clock.sleep(self._interval_s))
-            stopper = asyncio.ensure_future(self._stopping.wait())
-            try:
-                await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (sleeper, stopper):
-                    task.cancel()
-                await asyncio.gather(sleeper, stopper, return_exceptions=True)
+            await sleep_unless(self._clock, self._interval_s, self._stopping)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -4,15 +4,18 @@ Incidents call ``enqueue_notification`` (Slack, PagerDuty) and
 ``enqueue_publication`` (the ``kafka`` channel: decision and action events) in
 the same transaction as the state change that caused them, so a notification
 or an event exists if and only if the change does. ``notify.outbox`` delivers
-the rows, in id order per incident and channel.
+the rows, in id order per incident and channel; ``queued_notifications`` reads
+them back for ``rollbackd replay``, which records and never delivers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.model import NotificationEvent
@@ -75,3 +78,19 @@ def enqueue_publication(session: AsyncSession, event: Mapping[str, Any], now: da
             created_at=now,
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedNotification:
+    """A notification as the outbox holds it (what ``rollbackd replay`` reports instead of sending)."""
+
+    incident_id: str | None
+    channel: str
+    kind: str
+    created_at: datetime
+
+
+async def queued_notifications(session: AsyncSession) -> list[QueuedNotification]:
+    """Every outbox row, oldest first."""
+    rows = (await session.execute(select(OutboxRow).order_by(OutboxRow.id))).scalars()
+    return [QueuedNotification(r.incident_id, r.channel, r.kind, r.created_at) for r in rows]

@@ -10,13 +10,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI
 
-from daemon.api.auth import TokenAuth
-from daemon.api.webhooks import router
 from daemon.clock import Clock
 from daemon.config import ApiToken, Settings
 from daemon.ingest import Inbox
+from tests.api_app import app_for
 
 TOKEN = "ingest-integration-token"
 
@@ -42,12 +40,7 @@ class Server:
 @asynccontextmanager
 async def serve(inbox: Inbox, clock: Clock) -> AsyncIterator[Server]:
     """Serve the receivers on a free loopback port until the block ends ("the daemon is killed")."""
-    app = FastAPI()
-    app.include_router(router)
-    app.state.settings = settings()
-    app.state.clock = clock
-    app.state.inbox = inbox
-    app.state.auth = TokenAuth(app.state.settings.http.tokens)
+    app = app_for(settings=settings(), clock=clock, inbox=inbox)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)

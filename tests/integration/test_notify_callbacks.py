@@ -15,16 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from daemon.api import pagerduty as pd_api
-from daemon.api import slack as slack_api
 from daemon.clock import FakeClock
 from daemon.config import Settings
 from daemon.errors import PermanentError
 from daemon.model import NotificationKind
 from daemon.notify.outbox import OutboxWorker
 from daemon.store.db import Store
+from tests.api_app import app_for
 from tests.fakes.fixtures import (
     APPROVAL_CODE,
     SIGNING_SECRET,
@@ -95,10 +93,7 @@ def incidents(store: Store, wall_clock: FakeClock, lifecycle: Lifecycle) -> Fake
 @pytest.fixture
 async def client(settings: Settings, store: Store, wall_clock: FakeClock,
                  incidents: FakeIncidents) -> AsyncIterator[httpx.AsyncClient]:  # fmt: skip
-    app = FastAPI()
-    app.include_router(slack_api.router)
-    app.include_router(pd_api.router)
-    app.state.settings, app.state.store, app.state.clock, app.state.incidents = settings, store, wall_clock, incidents
+    app = app_for(settings=settings, store=store, clock=wall_clock, incidents=incidents)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rollbackd") as c:
         yield c
 

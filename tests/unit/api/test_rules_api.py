@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from daemon.api.auth import TokenAuth
-from daemon.api.rules import router
 from daemon.clock import FakeClock
 from daemon.config import ApiToken
 from daemon.rules import RuleRegistry
+from tests.api_app import app_for
 
 RULES = """\
 apiVersion: rollbackd/v1
@@ -32,10 +31,8 @@ def test_status_and_reload_report_the_failed_reload_and_keep_rules(tmp_path: Pat
     path.write_text(RULES)
     registry = RuleRegistry([path], FakeClock())
     registry.load()
-    app = FastAPI()
-    app.include_router(router)
-    app.state.rules = registry
-    app.state.auth = TokenAuth([_token("reader", "r-token", ["read"]), _token("ops", "a-token", ["admin"])])
+    auth = TokenAuth([_token("reader", "r-token", ["read"]), _token("ops", "a-token", ["admin"])])
+    app = app_for(rules=registry, auth=auth)
     client = TestClient(app)
     reader = {"Authorization": "Bearer r-token"}
     admin = {"Authorization": "Bearer a-token"}

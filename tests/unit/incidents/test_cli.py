@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 from click.testing import CliRunner
-from fastapi import FastAPI
 
-from daemon.api import incidents as incidents_api
 from daemon.api.auth import TokenAuth
 from daemon.cli.incidents import ack, approve, incidents, rollback
 from daemon.clock import FakeClock
 from daemon.incidents.service import IncidentService
+from tests.api_app import app_for
 from tests.unit.incidents.conftest import FakeExecutor, Secrets
 from tests.unit.incidents.test_api import _token
 from tests.unit.incidents.test_service import CTO_AND_DATA, alert, decision
@@ -24,10 +23,7 @@ from tests.unit.incidents.test_service import CTO_AND_DATA, alert, decision
 
 @pytest.fixture
 async def url(service: IncidentService) -> AsyncIterator[str]:
-    app = FastAPI()
-    app.include_router(incidents_api.router)
-    app.state.auth = TokenAuth([_token("responder", ["read", "ack", "approve"])])
-    app.state.incidents = service
+    app = app_for(auth=TokenAuth([_token("responder", ["read", "ack", "approve"])]), incidents=service)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

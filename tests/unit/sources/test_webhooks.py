@@ -14,14 +14,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from daemon.api.auth import TokenAuth
-from daemon.api.webhooks import router
 from daemon.clock import FakeClock
 from daemon.config import ApiToken, Settings
 from daemon.ingest import Inbox
 from daemon.metrics import INPUT_REJECTED, TRUNCATED_ALERTS
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow
+from tests.api_app import app_for
 
 INGEST, READER = "ingest-token", "read-token"
 
@@ -31,13 +30,7 @@ def token(name: str, secret: str, scopes: list[str]) -> ApiToken:
 
 
 def make_app(store: Store, clock: FakeClock, settings: Settings, *, max_pending: int = 100) -> FastAPI:
-    app = FastAPI()
-    app.include_router(router)
-    app.state.settings = settings
-    app.state.clock = clock
-    app.state.inbox = Inbox(store, clock, max_pending=max_pending)
-    app.state.auth = TokenAuth(settings.http.tokens)
-    return app
+    return app_for(settings=settings, clock=clock, inbox=Inbox(store, clock, max_pending=max_pending))
 
 
 def am_body(name: str = "HighErrorRate", truncated: int = 0, **extra: Any) -> dict[str, Any]:
