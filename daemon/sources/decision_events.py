@@ -23,21 +23,28 @@ SCHEMA = "decision-event.v1.json"
 HEADER = ("schema", b"decision-event.v1")
 
 
-def decision_event(
-    incident_id: str, decision: Decision, at: datetime, *, instance: str, event_id: str | None = None
+def _event(
+    kind: str, incident_id: str, at: datetime, instance: str, event_id: str | None, **body: Any
 ) -> dict[str, Any]:
-    """The ``decision`` event for ``decision`` (validated against the schema)."""
+    """The envelope every event shares, around ``body``; validated against the schema."""
     event = {
         "schema_version": 1,
         "event_id": event_id or str(uuid.uuid4()),
-        "type": "decision",
+        "type": kind,
         "at": at.isoformat(),
         "instance": instance,
         "incident_id": incident_id,
-        "decision": decision.to_json(),
+        **body,
     }
-    validate(SCHEMA, event, "decision event")
+    validate(SCHEMA, event, f"{kind} event")
     return event
+
+
+def decision_event(
+    incident_id: str, decision: Decision, at: datetime, *, instance: str, event_id: str | None = None
+) -> dict[str, Any]:
+    """The ``decision`` event for ``decision``."""
+    return _event("decision", incident_id, at, instance, event_id, decision=decision.to_json())
 
 
 def action_event(
@@ -50,26 +57,17 @@ def action_event(
     automatic: bool = True,
     event_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``action`` event for one target's outcome (validated against the schema)."""
-    event = {
-        "schema_version": 1,
-        "event_id": event_id or str(uuid.uuid4()),
-        "type": "action",
-        "at": at.isoformat(),
-        "instance": instance,
-        "incident_id": incident_id,
-        "action": {
-            "name": name,
-            "target": str(outcome.target),
-            "result": outcome.result.value,
-            "from_revision": outcome.from_revision,
-            "to_revision": outcome.to_revision,
-            "automatic": automatic,
-            "detail": outcome.detail,
-        },
+    """The ``action`` event for one target's outcome."""
+    action = {
+        "name": name,
+        "target": str(outcome.target),
+        "result": outcome.result.value,
+        "from_revision": outcome.from_revision,
+        "to_revision": outcome.to_revision,
+        "automatic": automatic,
+        "detail": outcome.detail,
     }
-    validate(SCHEMA, event, "action event")
-    return event
+    return _event("action", incident_id, at, instance, event_id, action=action)
 
 
 __all__ = ["HEADER", "SCHEMA", "action_event", "decision_event"]
