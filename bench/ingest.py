@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import tempfile
 import time
 import uuid
@@ -29,7 +28,10 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import INGEST_TOKEN, DaemonProcess, median, ratio, summary, to_v2_postable, webhook_body
+from bench.common import median, ratio, summary, to_v2_postable
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.inbox_util import inbox_counts
+from tests.webhooks import webhook_body
 
 BATCH = 100
 
@@ -58,14 +60,6 @@ def post_all(client: httpx.Client, url: str, bodies: list[bytes], headers: dict[
                 accepted += int(data.get("accepted", 0)) if isinstance(data, dict) else 0
             break
     return time.perf_counter() - start, retries, accepted
-
-
-def inbox_counts(db: Path) -> tuple[int, int]:
-    """(rows, unprocessed rows) of rollbackd's inbox, read straight from the SQLite file."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        total = conn.execute("SELECT count(*) FROM inbox WHERE kind = 'alert'").fetchone()[0]
-        pending = conn.execute("SELECT count(*) FROM inbox WHERE processed_at IS NULL").fetchone()[0]
-    return int(total), int(pending)
 
 
 def wait_drained(db: Path, timeout: float = 300.0) -> float:

@@ -20,12 +20,11 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from bench.common import median, quiet, ratio, summary
 from daemon.clock import SystemClock
@@ -33,41 +32,9 @@ from daemon.config import KafkaSettings
 from daemon.ingest.history import DeployHistoryStore
 from daemon.sources.kafka import DeployConsumer
 from daemon.store.db import Store
+from tests.deploy_events import fill
 
 BATCH = 100
-
-
-def deploy_event(i: int, run: str) -> bytes:
-    now = datetime.now(UTC).isoformat()
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "event_id": f"{run}-{i}",
-            "type": "succeeded",
-            "service": f"svc-{i % 40}",
-            "namespace": f"team-{i % 8}",
-            "deployment": f"web-{i % 40}",
-            "revision": i + 1,
-            "image": f"registry.local/web:{i}",
-            "version": f"1.{i}.0",
-            "commit": uuid.uuid4().hex[:12],
-            "author": "ci",
-            "migration": i % 10 == 0,
-            "timestamps": {"occurred_at": now, "started_at": now, "finished_at": now},
-        }
-    )
-
-
-async def fill(bootstrap: str, topic: str, count: int) -> None:
-    run = uuid.uuid4().hex[:8]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, deploy_event(i, run)) for i in range(count)]
-        await producer.flush()
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def raw(bootstrap: str, topic: str, count: int) -> float:

@@ -1,8 +1,9 @@
 """Decision latency: webhook received → rollback PATCH seen by the apiserver, vs ``kubectl rollout undo``.
 
 A real control plane (tests/stack KubeCluster) holds 2N Deployments at
-revision 2. ``rollbackd run`` (own process, SQLite store) has one rule:
-``alertname="LatencyProbe"`` → ``rollback_now``, no approval. For each of N
+revision 2. ``rollbackd run`` (own process, SQLite store) has one rule
+(tests/fixtures/rules/rollback-now.yaml): ``alertname="LatencyProbe"`` →
+``rollback_now``, no approval. For each of N
 Deployments the bench posts one Alertmanager webhook naming it and times
 until a watch on the Deployments sees its template back at ``:v1``. The
 baseline, same run, same watch: ``kubectl rollout undo`` of each of the other
@@ -18,60 +19,15 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
-from bench.common import INGEST_TOKEN, DaemonProcess, iso, ratio
-
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-decisions:
-  - name: latency-probe
-    description: bench - roll back at once, no approval
-    match: ['alertname="LatencyProbe"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [ops]
-"""
-
-
-def alert_body(ns: str, name: str) -> bytes:
-    labels = {"alertname": "LatencyProbe", "namespace": ns, "deployment": name, "severity": "page"}
-    return orjson.dumps(
-        {
-            "version": "4",
-            "groupKey": f"latency:{name}",
-            "status": "firing",
-            "receiver": "rollbackd",
-            "groupLabels": {},
-            "commonLabels": labels,
-            "commonAnnotations": {},
-            "externalURL": "http://am",
-            "truncatedAlerts": 0,
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": labels,
-                    "annotations": {"value": "0.3"},
-                    "startsAt": iso(datetime.now(UTC)),
-                    "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "",
-                    "fingerprint": uuid.uuid4().hex[:16],
-                }
-            ],
-        }
-    )
+from bench.common import ratio
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
+from tests.webhooks import probe_webhook
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -89,7 +45,7 @@ def stats(values: list[float]) -> dict[str, float]:
 
 
 def run(alerts: int, workdir: Path) -> dict[str, Any]:
-    from bench.kube_util import TemplateWatch, deploy_with_history  # noqa: PLC0415 - needs the stack
+    from tests.kube_util import TemplateWatch, deploy_with_history  # noqa: PLC0415 - needs the stack
     from tests.stack.kube import KubeCluster  # noqa: PLC0415
 
     kube = KubeCluster(workdir / "kube")
@@ -97,9 +53,7 @@ def run(alerts: int, workdir: Path) -> dict[str, Any]:
     ns = f"latency-{uuid.uuid4().hex[:6]}"
     rb_names = [f"rb-{i}" for i in range(alerts)]
     kc_names = [f"kc-{i}" for i in range(alerts)]
-    rules = workdir / "rules"
-    rules.mkdir()
-    (rules / "latency.yaml").write_text(RULES)
+    rules = rules_file("rollback-now", workdir / "rules")
     daemon = None
     watch = None
     try:
@@ -111,7 +65,7 @@ def run(alerts: int, workdir: Path) -> dict[str, Any]:
         kc: list[float] = []
         with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {INGEST_TOKEN}"}) as client:
             for rb_name, kc_name in zip(rb_names, kc_names, strict=True):
-                body = alert_body(ns, rb_name)
+                body = probe_webhook(ns, rb_name)
                 t0 = time.perf_counter()
                 resp = client.post(
                     f"{daemon.url}/webhooks/alertmanager", content=body, headers={"Content-Type": "application/json"}

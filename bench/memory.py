@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import quiet, rss_mb
+from bench.common import quiet
 from bench.rules_scaling import rule_file
 from daemon.actions.executor import RollbackExecutor
 from daemon.clock import SystemClock
@@ -35,6 +35,7 @@ from daemon.model import NO_APPROVAL, Alert, AlertStatus, DeployHistory
 from daemon.rules import RuleRegistry
 from daemon.store.db import Store
 from daemon.target import target_from_labels
+from tests.daemon_process import rss_mb
 
 TARGET_MB = 200.0
 

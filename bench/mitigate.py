@@ -27,36 +27,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import INGEST_TOKEN, DaemonProcess, median, ratio
-
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-decisions:
-  - name: mitigate-error-rate
-    description: bench - error ratio above 5%, roll back at once
-    match: ['alertname=~"MitigateErrorRate.*"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [ops]
-"""
-
-PROM_RULES = """\
-groups:
-  - name: mitigate
-    rules:
-      - alert: {alertname}
-        expr: http_error_ratio{{deployment="{deployment}"}} > 0.05
-        for: 2s
-        labels:
-          severity: page
-"""
+from bench.common import median, ratio
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.fixtures import prometheus_rules, rules_file
 
 
 def _ready(dep: dict[str, Any]) -> bool:
@@ -84,14 +57,14 @@ def _received_at(db: Path, alertname: str) -> float | None:
 
 
 def one_run(kube: Any, prom: Any, exporter: Any, daemon: DaemonProcess, ns: str) -> dict[str, float]:
-    from bench.kube_util import TemplateWatch, deploy_with_history  # noqa: PLC0415
+    from tests.kube_util import TemplateWatch, deploy_with_history  # noqa: PLC0415 - needs the stack
 
     name = f"web-{uuid.uuid4().hex[:6]}"
     alertname = f"MitigateErrorRate{uuid.uuid4().hex[:6]}"
     deploy_with_history(kube, ns, [name], replicas=2)
     labels = {"namespace": ns, "deployment": name}
     exporter.set("http_error_ratio", 0.0, labels=labels)
-    prom.configure(rules=PROM_RULES.format(alertname=alertname, deployment=name))
+    prom.configure(rules=prometheus_rules("mitigate", alertname=alertname, deployment=name))
     exporter.wait_scraped(timeout=60)
     exporter.wait_scraped(timeout=60)
     watch = TemplateWatch(kube, ns)
@@ -134,9 +107,7 @@ def run(runs: int, workdir: Path) -> dict[str, Any]:
     prom = Prometheus(workdir / "prometheus")
     am = Alertmanager(workdir / "alertmanager", group_wait="1s", group_interval="1s")
     exporter = Exporter().start()
-    rules = workdir / "rules"
-    rules.mkdir()
-    (rules / "mitigate.yaml").write_text(RULES)
+    rules = rules_file("mitigate", workdir / "rules")
     daemon: DaemonProcess | None = None
     results: list[dict[str, float]] = []
     try:

@@ -1,7 +1,7 @@
 """Two ``rollbackd run`` processes on one PostgreSQL with a Lease: the way production runs replicas.
 
 Used by the fault tests that are about several writers. Each replica is a real
-process (``bench.common.DaemonProcess``) with its own instance name, both on
+process (``tests.daemon_process.DaemonProcess``) with its own instance name, both on
 the same database, both electing a leader on a Lease in the test's namespace
 with short durations so a failover takes seconds.
 """
@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import DaemonProcess
+from tests.daemon_process import DaemonProcess
 from tests.stack.kube import KubeCluster
 
 LEASE = {"lease_duration_s": 6, "renew_deadline_s": 4, "retry_period_s": 1}

@@ -28,6 +28,7 @@ from daemon.app import Daemon
 from daemon.clock import SystemClock
 from daemon.config import load_settings
 from tests.fakes.slack_server import FakeSlack
+from tests.fixtures import prometheus_rules, rules_file
 from tests.stack.exporter import Exporter
 from tests.stack.kube import KubeCluster
 from tests.stack.prometheus import Alertmanager, AlertmanagerTarget, Prometheus, WebhookReceiver
@@ -37,38 +38,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 SLACK_TOKEN = "xoxb-e2e-0000-slacktoken"
 INGEST_TOKEN = "e2e-ingest-token-" + uuid.uuid4().hex
 READ_TOKEN = "e2e-read-token-" + uuid.uuid4().hex
-
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  slack-incidents:
-    slack: "#incidents"
-routing:
-  P1: [slack-incidents]
-decisions:
-  - name: e2e-error-rate
-    description: Error ratio above 5% right after a deploy - roll back at once
-    match: ['alertname="{alertname}"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [slack-incidents]
-"""
-
-PROM_RULES = """\
-groups:
-  - name: e2e
-    rules:
-      - alert: {alertname}
-        expr: http_error_ratio{{instance="{instance}"}} > 0.05
-        for: 2s
-        labels:
-          severity: page
-        annotations:
-          value: "{{{{ $value }}}}"
-"""
-
 
 def _deploy(kube: KubeCluster, ns: str, name: str) -> None:
     """Deployment at revision 2 (image v2) with revision 1 (image v1) in its history."""
@@ -125,9 +94,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
     await asyncio.to_thread(_deploy, kube, namespace, name)
     previous_template = await asyncio.to_thread(_template_of_revision, kube, namespace, name, 1)
 
-    rules_dir = tmp_path / "rules"
-    rules_dir.mkdir()
-    (rules_dir / "e2e.yaml").write_text(RULES.format(alertname=alertname))
+    rules = rules_file("e2e-error-rate", tmp_path / "rules", alertname=alertname)
     monkeypatch.setenv("E2E_SLACK_TOKEN", SLACK_TOKEN)
     settings = load_settings(
         None,
@@ -141,7 +108,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
             ],
         },
         store={"url": f"sqlite+aiosqlite:///{tmp_path / 'rollbackd.sqlite'}"},
-        rules={"paths": [str(rules_dir)], "watch": False},
+        rules={"paths": [str(rules)], "watch": False},
         kubernetes={"kubeconfig": str(kube.kubeconfig), "rollout_timeout_s": 120},
         slack={"enabled": True, "token": {"env": "E2E_SLACK_TOKEN"}, "base_url": slack.base_url,
                "default_channel": "#incidents"},
@@ -157,7 +124,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
         await asyncio.to_thread(
             prometheus.configure,
             scrape_targets=[exporter.address],
-            rules=PROM_RULES.format(alertname=alertname, instance=exporter.address),
+            rules=prometheus_rules("e2e-error-rate", alertname=alertname, instance=exporter.address),
             alertmanagers=[AlertmanagerTarget(alertmanager.url.removeprefix("http://"))],
         )
         await asyncio.to_thread(exporter.wait_scraped, timeout=60)

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.common import INGEST_TOKEN, DaemonProcess
-from bench.kube_util import deploy_with_history
-from bench.latency import alert_body
-from tests.fault.test_kill9_rollback import RULES, _state
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
+from tests.kube_util import deploy_with_history, rollout_state
 from tests.stack.kube import KubeCluster
+from tests.webhooks import probe_webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -34,9 +34,7 @@ RECOVERY_BUDGET_S = 10.0
 
 
 def test_rollback_completes_soon_after_the_apiserver_returns(kube: KubeCluster, namespace: str, tmp_path: Path) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "outage.yaml").write_text(RULES.replace("kill9-auto-rollback", "outage-auto-rollback"))
+    rules = rules_file("rollback-now", tmp_path / "rules")
     name = f"outage-{uuid.uuid4().hex[:4]}"
     deploy_with_history(kube, namespace, [name])
     daemon = DaemonProcess(tmp_path / "rollbackd", rules=[rules], kubeconfig=kube.kubeconfig, log_level="info").start()
@@ -45,7 +43,7 @@ def test_rollback_completes_soon_after_the_apiserver_returns(kube: KubeCluster, 
         try:
             resp = httpx.post(
                 f"{daemon.url}/webhooks/alertmanager",
-                content=alert_body(namespace, name),
+                content=probe_webhook(namespace, name),
                 headers={"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"},
                 timeout=10,
             )
@@ -54,19 +52,19 @@ def test_rollback_completes_soon_after_the_apiserver_returns(kube: KubeCluster, 
         finally:
             kube.start_apiserver()
         recovered = time.monotonic()
-        state = _state(kube, namespace, name)
+        state = rollout_state(kube, namespace, name)
         # rollbackd's PATCH sets the template itself; the revision annotation and Ready come from
         # the controller-manager, whose client-go backoff after an outage takes 50-85 s on its own.
         while time.monotonic() - recovered < 30 and not state[1].endswith(":v1"):
             time.sleep(0.1)
-            state = _state(kube, namespace, name)
+            state = rollout_state(kube, namespace, name)
         patched_after = time.monotonic() - recovered
         while time.monotonic() - recovered < 150 and not (state[0] >= 3 and state[2]):
             time.sleep(0.2)
-            state = _state(kube, namespace, name)
+            state = rollout_state(kube, namespace, name)
         ready_after = time.monotonic() - recovered
         time.sleep(2)
-        final = _state(kube, namespace, name)
+        final = rollout_state(kube, namespace, name)
     finally:
         daemon.stop()
     print(f"\napiserver back -> rolled back in {patched_after:.2f}s, Ready in {ready_after:.2f}s; final {final}")

@@ -30,12 +30,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from bench.common import INGEST_TOKEN, DaemonProcess, webhook_body
-from bench.kafka import fill
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.deploy_events import fill
+from tests.fixtures import rules_file
 from tests.stack.kafka import Kafka
 from tests.stack.kube import KubeCluster
+from tests.webhooks import webhook_body
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -47,23 +49,6 @@ ALERTS_PER_WEBHOOK = 2
 PAUSE_S = 0.5
 DEADLINE_S = 180.0
 # Alerts that no rule acts on: the load is the inbox and the dispatcher, not rollbacks.
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P3: [ops]
-decisions:
-  - name: burst-unrelated
-    match: ['alertname="NeverSent"']
-    severity: P3
-    action: notify
-    channels: [ops]
-"""
-
-
 async def _store_url(request: pytest.FixtureRequest, store_backend: str, tmp_path: Path) -> str:
     if store_backend == "postgres":
         return str(await request.getfixturevalue("postgres").new_database())
@@ -112,9 +97,7 @@ async def test_a_deploy_burst_turns_no_alert_webhook_away(
     run = uuid.uuid4().hex[:8]
     topic = f"deploys-burst-{run}"
     await fill(kafka.bootstrap, topic, BURST)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "burst.yaml").write_text(RULES)
+    rules = rules_file("notify", tmp_path / "rules", alertname="NeverSent")
     url = await _store_url(request, store_backend, tmp_path)
     kafka_cfg = {
         "enabled": True, "bootstrap_servers": kafka.bootstrap, "deploy_topic": topic, "group_id": f"rb-{run}",

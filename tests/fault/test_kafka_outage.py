@@ -25,15 +25,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import func, select
 
-from bench.common import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
-from bench.kafka import deploy_event
-from bench.kube_util import deploy_with_history
-from bench.latency import alert_body
 from daemon.sources.deploy_events import validate
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
+from tests.daemon_process import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
+from tests.deploy_events import deploy_event
+from tests.fixtures import rules_file
+from tests.kube_util import deploy_with_history
 from tests.stack.kafka import Kafka
 from tests.stack.kube import KubeCluster
+from tests.webhooks import probe_webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
@@ -43,24 +44,6 @@ TARGETS = 2
 START_BOUND_S = 30.0  # the daemon answers /healthz with the broker down
 ROLLBACK_BOUND_S = 60.0  # both Deployments rolled back and Ready, broker still down
 PUBLISH_BOUND_S = 45.0  # from the broker being back to every event on the topic
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-decisions:
-  - name: outage-auto-rollback
-    match: ['alertname="LatencyProbe"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [ops]
-"""
-
-
 def _rolled_back(kube: KubeCluster, ns: str, name: str) -> bool:
     dep = kube.kubectl_json("-n", ns, "get", "deployment", name)
     spec, status, meta = dep["spec"], dep.get("status", {}), dep["metadata"]
@@ -115,7 +98,7 @@ async def _alert_and_roll_back(daemon: DaemonProcess, kube: KubeCluster, namespa
         for name in names:
             resp = await http.post(
                 "/webhooks/alertmanager",
-                content=alert_body(namespace, name),
+                content=probe_webhook(namespace, name),
                 headers={"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"},
             )
             assert resp.status_code == 200, resp.text
@@ -176,9 +159,7 @@ async def test_a_broker_outage_delays_the_events_but_not_start_up_decisions_or_r
     # mid_run: the first rollback (and its events) happen with the broker up, the second without it.
     before, during = (names[:1], names[1:]) if down == "mid_run" else ([], names)
     await asyncio.to_thread(deploy_with_history, kube, namespace, names)
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "outage.yaml").write_text(RULES)
+    rules = rules_file("rollback-now", tmp_path / "rules")
     topics = {"deploy_topic": f"deploys-{run}", "decisions_topic": f"decisions-{run}"}
     kafka_cfg = {"enabled": True, "bootstrap_servers": kafka.bootstrap, "group_id": f"rb-{run}", **topics}
     url = await _store_url(request, store_backend, tmp_path)
@@ -221,7 +202,7 @@ async def test_a_broker_outage_delays_the_events_but_not_start_up_decisions_or_r
     for incident_id, evs in by_incident.items():
         assert [e["type"] for e in evs] == ["decision", "action"], f"{incident_id}: {evs}"
         decision, action = evs
-        assert decision["decision"]["rule"] == "outage-auto-rollback"
+        assert decision["decision"]["rule"] == "probe-rollback-now"
         assert action["action"]["result"] == "rolled_back"
         assert action["action"]["target"] == decision["decision"]["targets"][0]
     assert joined_s is not None, f"no deploy event stored after the broker came back\n{daemon.log_tail(40)}"

@@ -21,13 +21,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from sqlalchemy import func, select
 
-from bench.kafka import deploy_event
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings
 from daemon.ingest.history import DeployHistoryStore
 from daemon.sources.kafka import DeployConsumer
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow, InboxRow
+from tests.deploy_events import deploy_event
 from tests.stack.kafka import Kafka
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]

@@ -24,58 +24,28 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.common import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
-from bench.kube_util import deploy_with_history, revision
-from bench.latency import alert_body
+from tests.daemon_process import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
+from tests.kube_util import deploy_with_history, revision, rollout_state
 from tests.stack.kube import KubeCluster
+from tests.webhooks import probe_webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 RUNS = int(os.environ.get("ROLLBACKD_FAULT_RUNS", "5"))
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-decisions:
-  - name: kill9-auto-rollback
-    match: ['alertname="LatencyProbe"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [ops]
-"""
-
-
-def _state(kube: KubeCluster, ns: str, name: str) -> tuple[int, str, bool]:
-    dep = kube.kubectl_json("-n", ns, "get", "deployment", name)
-    spec, status = dep["spec"], dep.get("status", {})  # type: ignore[union-attr]
-    image = spec["template"]["spec"]["containers"][0]["image"]  # type: ignore[index]
-    ready = (
-        status.get("observedGeneration", 0) >= dep["metadata"]["generation"]  # type: ignore[index]
-        and status.get("updatedReplicas") == spec["replicas"]  # type: ignore[index]
-        and status.get("availableReplicas") == spec["replicas"]  # type: ignore[index]
-    )
-    rev = int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])  # type: ignore[index]
-    return rev, image, ready
 
 
 def _incidents(daemon: DaemonProcess) -> list[dict]:
     resp = httpx.get(f"{daemon.url}/api/v1/incidents", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
     resp.raise_for_status()
-    return [i for i in resp.json()["incidents"] if "kill9-auto-rollback" in str(i)]
+    return [i for i in resp.json()["incidents"] if "probe-rollback-now" in str(i)]
 
 
 def test_kill9_mid_rollback_never_undoes_twice_nor_loses_the_incident(
     kube: KubeCluster, namespace: str, tmp_path: Path
 ) -> None:
     rng = random.Random(int(os.environ.get("ROLLBACKD_FAULT_SEED", str(time.time_ns()))))
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "kill9.yaml").write_text(RULES)
+    rules = rules_file("rollback-now", tmp_path / "rules")
     names = [f"k9-{i}-{uuid.uuid4().hex[:4]}" for i in range(RUNS)]
     deploy_with_history(kube, namespace, names)
     outcomes: list[str] = []
@@ -87,22 +57,22 @@ def test_kill9_mid_rollback_never_undoes_twice_nor_loses_the_incident(
         try:
             resp = httpx.post(
                 f"{daemon.url}/webhooks/alertmanager",
-                content=alert_body(namespace, name),
+                content=probe_webhook(namespace, name),
                 headers={"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"},
                 timeout=10,
             )
             assert resp.status_code == 200, resp.text
             time.sleep(delay)
-            rev_at_kill = _state(kube, namespace, name)[0]
+            rev_at_kill = rollout_state(kube, namespace, name)[0]
             daemon.kill()
             daemon.start()  # same workdir: same store, same config, new port
             deadline = time.monotonic() + 90
-            state = _state(kube, namespace, name)
+            state = rollout_state(kube, namespace, name)
             while time.monotonic() < deadline and not (state[0] >= 3 and state[2]):
                 time.sleep(0.2)
-                state = _state(kube, namespace, name)
+                state = rollout_state(kube, namespace, name)
             time.sleep(3)  # anything still to come (a second undo) has had its chance
-            final = _state(kube, namespace, name)
+            final = rollout_state(kube, namespace, name)
             incidents = _incidents(daemon)
         finally:
             daemon.stop()

@@ -39,35 +39,18 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.common import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
-from bench.kube_util import deploy_with_history
-from bench.latency import alert_body
+from tests.daemon_process import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
+from tests.kube_util import deploy_with_history
 from tests.stack.kube import KubeCluster
 from tests.stack.postgres import Postgres
+from tests.webhooks import probe_webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(300)]
 
 LEASE_S, RENEW_S, RETRY_S = 6, 4, 1
 PAUSE_S = 9.0  # as in the report: past the lease (6 s), so the standby takes over
 LEASE_NAME = "rollbackd-leader"
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-decisions:
-  - name: lost-lease-rollback
-    match: ['alertname="LatencyProbe"']
-    severity: P1
-    action: rollback_now
-    rollback_time_objective: 5m
-    channels: [ops]
-"""
-
-
 @dataclass(frozen=True)
 class Seen:
     """One object version as a watch delivered it."""
@@ -143,7 +126,7 @@ def deployment(kube: KubeCluster, ns: str, name: str) -> tuple[int, str, bool]:
 def post_alert(replica: DaemonProcess, ns: str, name: str) -> None:
     resp = httpx.post(
         f"{replica.url}/webhooks/alertmanager",
-        content=alert_body(ns, name),
+        content=probe_webhook(ns, name),
         headers={"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"},
         timeout=10,
     )
@@ -254,9 +237,7 @@ def pause_the_leader_twice(
 def test_paused_leader_makes_no_write_after_it_resumes(
     kube: KubeCluster, namespace: str, postgres: Postgres, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "lost-lease.yaml").write_text(RULES)
+    rules = rules_file("rollback-now", tmp_path / "rules")
     suffix = uuid.uuid4().hex[:4]
     d1, d2 = f"ll1-{suffix}", f"ll2-{suffix}"
     deploy_with_history(kube, namespace, [d1, d2])

@@ -26,9 +26,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bench.common import INGEST_TOKEN, DaemonProcess
 from daemon.store.db import Store
 from daemon.store.tables import InboxRow, IncidentAlertRow
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
 from tests.replicas import metric
 from tests.stack.postgres import Postgres
 from tests.webhooks import firing_alert, webhook_bodies
@@ -38,23 +39,6 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 SENDERS = 4
 BEFORE_S, OUTAGE_S, AFTER_S = 3.0, 10.0, 5.0
 HANDLED_WITHIN_S = 30.0
-
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P3: [ops]
-decisions:
-  - name: outage-notify
-    match: ['alertname="OutageProbe"']
-    severity: P3
-    action: notify
-    channels: [ops]
-"""
-
 
 class Load:
     """Senders that post distinct alerts until told to stop, remembering which were answered 200."""
@@ -155,9 +139,7 @@ async def _outage(daemon: DaemonProcess, pg: Postgres, store: Store, load: Load)
 async def test_a_database_restart_loses_no_accepted_alert(tmp_path: Path) -> None:
     pg = Postgres(tmp_path / "pg")
     url = pg.start()["dsn"]
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "outage.yaml").write_text(RULES)
+    rules = rules_file("notify", tmp_path / "rules", alertname="OutageProbe")
     daemon = DaemonProcess(tmp_path / "daemon", rules=[rules], extra={"store": {"url": url}}, log_level="info")
     store = Store(url)
     load = Load(daemon, uuid.uuid4().hex[:6])

@@ -28,11 +28,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bench.common import INGEST_TOKEN, DaemonProcess
-from bench.kube_util import deploy_with_history, revision
 from daemon.incidents.events import Decided
 from daemon.store.db import Store
 from daemon.store.tables import AuditRow, InboxRow, IncidentAlertRow, IncidentRow, RollbackIntentRow
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
+from tests.fixtures import rules_file
+from tests.kube_util import deploy_with_history, revision
 from tests.replicas import metric, replica_pair, wait_for_leader
 from tests.stack.kube import KubeCluster
 from tests.stack.postgres import Postgres
@@ -47,34 +48,6 @@ ROLLBACK_GROUPS = 5
 PER_WEBHOOK = 5
 CONNECTIONS = 16
 SETTLE_S = 90.0
-
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels:
-  ops:
-    slack: "#ops"
-routing:
-  P1: [ops]
-  P3: [ops]
-decisions:
-  - name: two-replica-rollback
-    match: ['alertname="TwoReplicaRollback"']
-    severity: P1
-    action: rollback_now
-    approval:
-      all_of: [Engineering Lead]
-      deadline: 45s
-      on_deadline: proceed
-    rollback_time_objective: 5m
-    channels: [ops]
-  - name: two-replica-notify
-    match: ['alertname="TwoReplicaNotify"']
-    severity: P3
-    action: notify
-    channels: [ops]
-"""
-
 
 async def _post_all(replica: DaemonProcess, bodies: list[bytes]) -> Counter[int]:
     """Every body to ``replica`` over ``CONNECTIONS`` connections; the status codes seen."""
@@ -222,9 +195,7 @@ async def _facts_for(store: Store, namespace: str, run: str, rollback_names: lis
 async def test_two_replicas_handle_every_alert_once(
     kube: KubeCluster, namespace: str, postgres: Postgres, tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "two-replicas.yaml").write_text(RULES)
+    rules = rules_file("two-replicas", tmp_path / "rules")
     names = [f"tr-{i}-{uuid.uuid4().hex[:4]}" for i in range(ROUNDS * ROLLBACK_GROUPS)]
     await asyncio.to_thread(deploy_with_history, kube, namespace, names)
     url = await postgres.new_database()

@@ -28,7 +28,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.common import DaemonProcess
+from tests.daemon_process import DaemonProcess
 from tests.fuzz.strategies import json_values, mutated
 from tests.fuzz.test_parsers import WEBHOOK
 

@@ -21,11 +21,11 @@ import httpx
 import pytest
 import yaml
 
-from bench.common import INGEST_TOKEN, DaemonProcess
-from bench.latency import alert_body
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess
 from tests.stack.base import REPO
 from tests.stack.kube import KubeCluster
 from tests.stack.postgres import Postgres
+from tests.webhooks import probe_webhook
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ def test_leader_and_standby_are_ready_under_the_shipped_probe(
         standby = replicas[[b["leader"] for b in bodies].index(False)]
         resp = httpx.post(
             f"{standby.url}/webhooks/alertmanager",
-            content=alert_body(namespace, f"web-{uuid.uuid4().hex[:6]}"),
+            content=probe_webhook(namespace, f"web-{uuid.uuid4().hex[:6]}"),
             headers={"Authorization": f"Bearer {INGEST_TOKEN}", "Content-Type": "application/json"},
             timeout=10,
         )

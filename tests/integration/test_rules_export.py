@@ -22,6 +22,7 @@ from daemon.model import ActionKind, Alert, AlertStatus, DeployHistory, Target
 from daemon.rules import RuleRegistry, load_ruleset
 from daemon.rules.export import export
 from daemon.target import target_from_labels
+from tests.fixtures import rules_file, rules_text
 from tests.stack.exporter import Exporter
 from tests.stack.prometheus import Prometheus, promtool_check_rules
 
@@ -64,35 +65,11 @@ def test_shipped_export_passes_promtool_and_loads_into_prometheus(
     assert {"ApplicationErrorRate", "SecuritySuspiciousActivity", "ServiceDown"} <= prometheus.rule_names()
 
 
-RULES = """\
-apiVersion: rollbackd/v1
-roles: [Engineering Lead]
-channels: {{pager: {{pagerduty: oncall}}}}
-routing: {{P0: [pager], P1: [pager], P2: [pager]}}
-thresholds:
-  - name: {name}
-    component: Application
-    metric: available replicas
-    expr: sum by (namespace, deployment) (rollbackd_it_replicas_available)
-    comparator: "=="
-    threshold: 0
-    for: 1s
-    severity: P0
-decisions:
-  - name: it-service-down
-    match: ['alertname="{name}"']
-    severity: P0
-    action: rollback_now
-    approval: {{all_of: [Engineering Lead]}}
-"""
-
-
 def test_prometheus_alert_maps_back_to_its_rule_and_survives_a_broken_reload(
     tmp_path: Path, prometheus: Prometheus, exporter: Exporter
 ) -> None:
     name = f"ItServiceDown{uuid.uuid4().hex[:8]}"
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES.format(name=name))
+    rules = rules_file("export-service-down", tmp_path, name=name)
     registry = RuleRegistry([rules], FakeClock())
     ruleset = registry.load()
 
@@ -125,7 +102,8 @@ def test_prometheus_alert_maps_back_to_its_rule_and_survives_a_broken_reload(
         (Target("prod", "web"),),
     )
 
-    rules.write_text(RULES.format(name=name).replace("action: rollback_now", "action: roll_back_please"))
+    broken = rules_text("export-service-down", name=name).replace("action: rollback_now", "action: roll_back_please")
+    rules.write_text(broken)
     result = registry.reload()
     assert not result.ok
     assert f"{rules}:" in result.errors[0]

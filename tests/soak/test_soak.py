@@ -24,8 +24,9 @@ import httpx
 import orjson
 import pytest
 
-from bench.common import INGEST_TOKEN, DaemonProcess, open_fds, rss_mb, webhook_body
-from bench.ingest import inbox_counts
+from tests.daemon_process import INGEST_TOKEN, DaemonProcess, open_fds, rss_mb
+from tests.inbox_util import inbox_counts
+from tests.webhooks import webhook_body
 
 pytestmark = pytest.mark.soak
 

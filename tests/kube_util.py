@@ -1,4 +1,4 @@
-"""Kubernetes helpers for the benchmarks and fault tests: Deployments with history, a watch on them.
+"""Kubernetes helpers for the fault tests and the benchmarks: Deployments with history, their state, a watch.
 
 Deployments are created at revision 1 (image ``:v1``) and moved to revision 2
 (``:v2``), so an undo has a revision to go back to. ``TemplateWatch`` runs
@@ -34,6 +34,20 @@ def deploy_with_history(kube: KubeCluster, ns: str, names: Iterable[str], replic
 def revision(kube: KubeCluster, ns: str, name: str) -> int:
     dep = kube.kubectl_json("-n", ns, "get", "deployment", name)
     return int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])  # type: ignore[index]
+
+
+def rollout_state(kube: KubeCluster, ns: str, name: str) -> tuple[int, str, bool]:
+    """(revision, image of the template, Ready): Ready once the controller saw the spec and every replica is up."""
+    dep = kube.kubectl_json("-n", ns, "get", "deployment", name)
+    spec, status = dep["spec"], dep.get("status", {})  # type: ignore[union-attr]
+    image = spec["template"]["spec"]["containers"][0]["image"]  # type: ignore[index]
+    ready = (
+        status.get("observedGeneration", 0) >= dep["metadata"]["generation"]  # type: ignore[index]
+        and status.get("updatedReplicas") == spec["replicas"]  # type: ignore[index]
+        and status.get("availableReplicas") == spec["replicas"]  # type: ignore[index]
+    )
+    rev = int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])  # type: ignore[index]
+    return rev, image, ready
 
 
 class TemplateWatch:
