@@ -27,7 +27,7 @@ from daemon.incidents.machine import MANUAL_RULE, Incident, State
 from daemon.incidents.publish import Publications
 from daemon.incidents.write import Extra, Writer
 from daemon.logs import get_logger
-from daemon.model import Decision, RollbackOutcome, RollbackRequest, TargetOutcome, TargetResult
+from daemon.model import RollbackOutcome, RollbackRequest, TargetOutcome, TargetResult
 from daemon.store.db import Store
 
 log = get_logger(__name__)
@@ -125,7 +125,8 @@ class Driver:
             self._inflight.discard(incident_id)
 
     async def _drive_once(self, incident_id: str, known: Incident | None = None) -> None:
-        state, decision = (known.state, known.decision) if known is not None else await self._current(incident_id)
+        inc = known if known is not None else await self._current(incident_id)
+        state, decision = inc.state, inc.decision
         if state is State.APPROVED:
             applied = await self._writer.apply(incident_id, ev.RollbackStarted(at=self._clock.now()), strict=False)
             state, decision = applied.record.state, applied.record.decision
@@ -138,6 +139,7 @@ class Driver:
             automatic=decision.rule != MANUAL_RULE,
             to_revision=decision.to_revision,
             verify=decision.verify,
+            opened_at=inc.opened_at,  # for the decision-to-patch latency the executor observes
         )
         try:
             outcome = await self._executor.execute(req)
@@ -178,10 +180,10 @@ class Driver:
             )
             await self._finish(incident_id, check)
 
-    async def _current(self, incident_id: str) -> tuple[State, Decision]:
+    async def _current(self, incident_id: str) -> Incident:
         async with self._store.transaction() as s:
             inc, _ = await repo.load(s, incident_id)
-        return inc.state, inc.decision
+        return inc
 
     async def _finish(self, incident_id: str, event: ev.Event, *, extra: Extra | None = None) -> None:
         await self._writer.apply(incident_id, event, extra=extra, strict=False)
