@@ -8,13 +8,13 @@ with short durations so a failover takes seconds.
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.daemon_process import DaemonProcess
+from tests.metrics_util import samples, value
 from tests.stack.kube import KubeCluster
 
 LEASE = {"lease_duration_s": 6, "renew_deadline_s": 4, "retry_period_s": 1}
@@ -37,16 +37,10 @@ def replica_pair(
     return pair[0], pair[1]
 
 
-def metric(daemon: DaemonProcess, name: str, labels: str = "") -> float:
-    """The value of one sample on ``daemon``'s ``/metrics`` (0 when absent)."""
+def metric(daemon: DaemonProcess, name: str, **labels: str) -> float:
+    """The value of ``name`` (summed over samples with ``labels``) on ``daemon``'s ``/metrics``; 0 when absent."""
     with urllib.request.urlopen(f"{daemon.url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
-        text = resp.read().decode()
-    pattern = re.compile(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", re.MULTILINE)
-    total = 0.0
-    for match in pattern.finditer(text):
-        if labels in (match.group(1) or ""):
-            total += float(match.group(2))
-    return total
+        return value(samples(resp.read().decode()), name, **labels)
 
 
 def wait_for_leader(pair: tuple[DaemonProcess, DaemonProcess], within_s: float = 30.0) -> DaemonProcess:

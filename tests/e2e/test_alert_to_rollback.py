@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from daemon.clock import SystemClock
 from daemon.config import load_settings
 from tests.fakes.slack_server import FakeSlack
 from tests.fixtures import prometheus_rules, rules_file
+from tests.metrics_util import Samples, delta, samples, value
 from tests.stack.exporter import Exporter
 from tests.stack.kube import KubeCluster
 from tests.stack.prometheus import Alertmanager, AlertmanagerTarget, Prometheus, WebhookReceiver
@@ -130,6 +130,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
         await asyncio.to_thread(exporter.wait_scraped, timeout=60)
         await asyncio.to_thread(exporter.wait_scraped, timeout=60)
 
+        before = await _scrape(base)
         breach = time.monotonic()
         exporter.set("http_error_ratio", 0.2, labels={"namespace": namespace, "deployment": name})
 
@@ -165,7 +166,8 @@ async def test_metric_breach_rolls_back_and_tells_slack(
         assert "revision 2" in text, text
         assert "revision 1" in text, text
 
-        await _assert_metrics(base)
+        await _wait_outbox_drained(base)
+        _assert_metrics(before, await _scrape(base))
         prometheus.reset()
 
 
@@ -180,29 +182,43 @@ async def _assert_pods_ready(kube: KubeCluster, namespace: str, name: str) -> No
     assert len(v1_ready) == 2, [p["metadata"]["name"] for p in live]
 
 
-async def _assert_metrics(base: str) -> None:
-    """What operators graph: the chain left its trace in every family."""
+async def _wait_outbox_drained(base: str, within_s: float = 30.0) -> None:
+    """The last notifications (verification passed) are sent after the rollback: wait for them."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and value(await _scrape(base), "rollbackd_outbox_pending") > 0:
+        await asyncio.sleep(0.2)
+
+
+async def _scrape(base: str) -> Samples:
     async with httpx.AsyncClient(base_url=base) as api:
-        metrics = (await api.get("/metrics")).text
-    for family in (
-        'rollbackd_alerts_received_total{outcome="accepted",source="alertmanager"}',
-        'rollbackd_decisions_total{action="rollback_now",rule="e2e-error-rate"}',
-        'rollbackd_rollbacks_total{outcome="rolled_back"}',
-        "rollbackd_decision_to_patch_seconds_count",
-        "rollbackd_rollback_duration_seconds_count",
-        'rollbackd_notifications_total{channel="slack",outcome="sent"}',
-        'rollbackd_incident_transitions_total{from_state="rolling_back",to_state="verifying"}',
-        "rollbackd_approval_wait_seconds_count",
-        "rollbackd_inbox_pending",
-        "rollbackd_queue_depth",
-        "rollbackd_outbox_pending",
-        "rollbackd_rules_last_reload_success 1.0",
-        "rollbackd_leader 1.0",
-    ):
-        assert family in metrics, f"{family} missing from /metrics"
-    patch_latency = re.search(r"^rollbackd_decision_to_patch_seconds_sum ([0-9.e+-]+)$", metrics, re.M)
-    assert patch_latency is not None
-    print(f"e2e: alert arrival -> rollback patch {float(patch_latency.group(1)) * 1000:.0f} ms")
+        return samples((await api.get("/metrics")).text)
+
+
+def _assert_metrics(before: Samples, after: Samples) -> None:
+    """What operators graph moved by what this one incident did (deltas: the registry outlives the test)."""
+    moved = {
+        "alerts accepted": delta(before, after, "rollbackd_alerts_received_total", source="alertmanager",
+                                 outcome="accepted"),
+        "decisions": delta(before, after, "rollbackd_decisions_total", rule="e2e-error-rate", action="rollback_now"),
+        "rollbacks": delta(before, after, "rollbackd_rollbacks_total", outcome="rolled_back"),
+        "patch latency observations": delta(before, after, "rollbackd_decision_to_patch_seconds_count"),
+        "rollback durations": delta(before, after, "rollbackd_rollback_duration_seconds_count"),
+        "slack sent": delta(before, after, "rollbackd_notifications_total", channel="slack", outcome="sent"),
+        "rolling_back -> verifying": delta(before, after, "rollbackd_incident_transitions_total",
+                                           from_state="rolling_back", to_state="verifying"),
+    }  # fmt: skip
+    assert moved["alerts accepted"] >= 1, moved
+    assert moved["decisions"] >= 1, moved
+    assert moved["rollbacks"] == 1, moved
+    assert moved["patch latency observations"] == 1, moved
+    assert moved["rollback durations"] == 1, moved
+    assert moved["slack sent"] >= 1, moved
+    assert moved["rolling_back -> verifying"] == 1, moved
+    for gauge, expected in (("rollbackd_inbox_pending", 0), ("rollbackd_queue_depth", 0),
+                            ("rollbackd_rules_last_reload_success", 1), ("rollbackd_leader", 1)):  # fmt: skip
+        assert value(after, gauge) == expected, f"{gauge} is {value(after, gauge)}, expected {expected}"
+    latency = delta(before, after, "rollbackd_decision_to_patch_seconds_sum")
+    print(f"e2e: alert arrival -> rollback patch {latency * 1000:.0f} ms; metrics moved: {moved}")
 
 
 def _slack_text(slack: FakeSlack) -> str:

@@ -131,7 +131,7 @@ async def _outage(daemon: DaemonProcess, pg: Postgres, store: Store, load: Load)
         "ready_during": {code for at, code in ready if down_at + 2 < at < back_at},
         "ready_after": {code for at, code in ready if at > up_at + 5},
         "decided": metric(daemon, "rollbackd_decisions_total"),
-        "store_errors": metric(daemon, "rollbackd_store_errors_total", 'reason="store"'),
+        "store_errors": metric(daemon, "rollbackd_store_errors_total", reason="store"),
         "alive": daemon.popen is not None and daemon.popen.poll() is None,
     }
 
