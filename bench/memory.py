@@ -30,8 +30,9 @@ from bench.rules_scaling import rule_file
 from daemon.actions.executor import RollbackExecutor
 from daemon.clock import SystemClock
 from daemon.config import KubernetesSettings
+from daemon.deploys import DeployHistory
 from daemon.incidents.service import IncidentService
-from daemon.model import NO_APPROVAL, Alert, AlertStatus, DeployHistory
+from daemon.model import NO_APPROVAL, Alert, AlertStatus
 from daemon.rules import RuleRegistry
 from daemon.store.db import Store
 from daemon.target import target_from_labels

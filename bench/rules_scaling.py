@@ -19,7 +19,8 @@ from types import MappingProxyType
 
 import yaml
 
-from daemon.model import Alert, AlertStatus, DeployEvent, DeployHistory, DeployKind, Target
+from daemon.deploys import DeployEvent, DeployHistory, DeployKind
+from daemon.model import Alert, AlertStatus, Target
 from daemon.rules import load_ruleset
 
 SIZES = (10, 100, 1_000, 10_000)

@@ -14,6 +14,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from daemon.deploys import DeployEvent
+
 # Re-exported (mypy strict needs the alias): every stage names targets through the model.
 from daemon.target import Target as Target  # noqa: PLC0414 - explicit re-export
 from daemon.target import target_from_labels
@@ -88,52 +90,6 @@ class Alert:
             generator_url=data.get("generator_url", ""),
             value=data.get("value"),
         )
-
-
-class DeployKind(enum.StrEnum):
-    STARTED = "started"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
-
-
-@dataclass(frozen=True, slots=True)
-class DeployEvent:
-    """A deployment of a service, as the delivery pipeline reported it on Kafka."""
-
-    event_id: str
-    kind: DeployKind
-    service: str
-    namespace: str
-    deployment: str
-    at: datetime
-    revision: int | None = None
-    image: str = ""
-    version: str = ""
-    commit: str = ""
-    author: str = ""
-    migration: bool = False
-
-    @property
-    def target(self) -> Target:
-        return Target(self.namespace, self.deployment)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id, "kind": self.kind.value, "service": self.service,
-            "namespace": self.namespace, "deployment": self.deployment, "at": self.at.isoformat(),
-            "revision": self.revision, "image": self.image, "version": self.version,
-            "commit": self.commit, "author": self.author, "migration": self.migration,
-        }  # fmt: skip
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> DeployEvent:
-        return cls(
-            event_id=d["event_id"], kind=DeployKind(d["kind"]), service=d["service"],
-            namespace=d["namespace"], deployment=d["deployment"], at=datetime.fromisoformat(d["at"]),
-            revision=d.get("revision"), image=d.get("image", ""), version=d.get("version", ""),
-            commit=d.get("commit", ""), author=d.get("author", ""), migration=bool(d.get("migration")),
-        )  # fmt: skip
 
 
 class Severity(enum.StrEnum):
@@ -422,23 +378,3 @@ class NotificationEvent:
     summary: str
     incident: Mapping[str, Any]
     channels: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DeployHistory:
-    """Recent deployments the rules may correlate an alert with, newest first."""
-
-    events: tuple[DeployEvent, ...] = ()
-
-    def latest_for(
-        self, *, service: str | None = None, target: Target | None = None, before: datetime | None = None
-    ) -> DeployEvent | None:
-        for ev in self.events:
-            if service is not None and ev.service != service:
-                continue
-            if target is not None and ev.target != target:
-                continue
-            if before is not None and ev.at > before:
-                continue
-            return ev
-        return None

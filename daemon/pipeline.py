@@ -15,12 +15,13 @@ from datetime import timedelta
 
 import structlog
 
+from daemon.deploys import DeployHistory
 from daemon.incidents.service import IncidentService
 from daemon.ingest import InboxItem
 from daemon.ingest.history import DeployHistoryStore
 from daemon.logs import get_logger
 from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
-from daemon.model import Alert, AlertStatus, DeployHistory
+from daemon.model import Alert, AlertStatus
 from daemon.rules import RuleRegistry
 from daemon.rules.ruleset import RuleSet
 

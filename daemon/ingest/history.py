@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from daemon.model import DeployEvent, DeployHistory, DeployKind, Target
+from daemon.deploys import DeployEvent, DeployHistory, DeployKind
+from daemon.model import Target
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
 

@@ -16,8 +16,9 @@ from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
+from daemon.deploys import DeployEvent
 from daemon.logs import get_logger
-from daemon.model import Alert, DeployEvent
+from daemon.model import Alert
 
 log = get_logger(__name__)
 

@@ -14,17 +14,8 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from daemon.model import (
-    NO_APPROVAL,
-    ActionKind,
-    Alert,
-    AlertStatus,
-    Decision,
-    DeployEvent,
-    DeployHistory,
-    DeployKind,
-    Target,
-)
+from daemon.deploys import DeployEvent, DeployHistory, DeployKind
+from daemon.model import NO_APPROVAL, ActionKind, Alert, AlertStatus, Decision, Target
 from daemon.rules.cel import activation
 from daemon.rules.compiled import CompiledDecision, CompiledThreshold, Guard, merge_guard
 from daemon.rules.index import RuleIndex

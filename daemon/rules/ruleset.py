@@ -10,13 +10,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
+from daemon.deploys import DeployHistory
 from daemon.model import (
     Alert,
     AlertStatus,
     ApprovalRequirement,
     Comparator,
     Decision,
-    DeployHistory,
     HealthCheck,
     Severity,
     Target,

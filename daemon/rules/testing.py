@@ -20,7 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from daemon.model import Alert, AlertStatus, Decision, DeployEvent, DeployHistory, DeployKind, QuorumMode
+from daemon.deploys import DeployEvent, DeployHistory, DeployKind
+from daemon.model import Alert, AlertStatus, Decision, QuorumMode
 from daemon.rules.durations import Duration, format_duration
 from daemon.rules.loader import RuleError, parse_yaml
 from daemon.rules.registry import load_ruleset

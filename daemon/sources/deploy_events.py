@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.errors import InputError
-from daemon.model import DeployEvent, DeployKind
 from daemon.sources.common import utc
 
 MAX_MESSAGE_BYTES = 1 << 20

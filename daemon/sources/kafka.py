@@ -33,10 +33,10 @@ from aiokafka.errors import KafkaError
 
 from daemon.clock import Clock
 from daemon.config import KafkaSettings
+from daemon.deploys import DeployEvent
 from daemon.errors import InputError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import DEPLOY_EVENTS, INPUT_REJECTED
-from daemon.model import DeployEvent
 from daemon.sources.deploy_events import parse_deploy_event
 
 log = get_logger(__name__)

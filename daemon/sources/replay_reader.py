@@ -25,8 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.deploys import DeployEvent
 from daemon.errors import InputError, TemporaryError
-from daemon.model import Alert, AlertStatus, DeployEvent
+from daemon.model import Alert, AlertStatus
 from daemon.sources.alertmanager import parse_webhook
 from daemon.sources.common import utc
 from daemon.sources.deploy_events import parse_deploy_event

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from daemon.clock import FakeClock
 from daemon.config import ApproverSettings, SecretRef
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.incidents.service import IncidentService
 from daemon.model import (
     ActionKind,
@@ -31,8 +32,6 @@ from daemon.model import (
     AlertStatus,
     ApprovalRequirement,
     Decision,
-    DeployEvent,
-    DeployKind,
     NotificationKind,
     QuorumMode,
     RollbackOutcome,

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from daemon.clock import FakeClock
-from daemon.model import ActionKind, Alert, AlertStatus, DeployHistory, Target
+from daemon.deploys import DeployHistory
+from daemon.model import ActionKind, Alert, AlertStatus, Target
 from daemon.rules import RuleRegistry, load_ruleset
 from daemon.rules.export import export
 from daemon.target import target_from_labels

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from daemon.clock import FakeClock
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.incidents.service import IncidentService
 from daemon.ingest import Dispatcher, Inbox, InboxClaims
 from daemon.ingest.history import DeployHistoryStore
-from daemon.model import NO_APPROVAL, Decision, DeployEvent, DeployKind
+from daemon.model import NO_APPROVAL, Decision
 from daemon.pipeline import Pipeline
 from daemon.rules import RuleRegistry
 from daemon.sources.alertmanager import parse_webhook

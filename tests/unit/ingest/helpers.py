@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.model import Alert, AlertStatus, DeployEvent, DeployKind, frozen_map
+from daemon.deploys import DeployEvent, DeployKind
+from daemon.model import Alert, AlertStatus, frozen_map
 from daemon.sources.common import fingerprint
 from daemon.target import target_from_labels
 

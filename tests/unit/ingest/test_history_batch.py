@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.errors import TemporaryError
 from daemon.ingest import DeployHistoryStore
-from daemon.model import DeployEvent, DeployKind, Target
+from daemon.model import Target
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow, InboxRow
 

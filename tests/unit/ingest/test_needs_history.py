@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.model import AlertStatus, DeployHistory
+from daemon.deploys import DeployHistory
+from daemon.model import AlertStatus
 from daemon.rules import RuleSet, load_ruleset
 
 from .helpers import alert, deploy

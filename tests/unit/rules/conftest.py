@@ -9,7 +9,8 @@ from types import MappingProxyType
 
 import pytest
 
-from daemon.model import Alert, AlertStatus, DeployEvent, DeployKind
+from daemon.deploys import DeployEvent, DeployKind
+from daemon.model import Alert, AlertStatus
 from daemon.target import target_from_labels
 
 REPO = Path(__file__).resolve().parents[3]

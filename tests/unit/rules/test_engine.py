@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from daemon.model import ActionKind, DeployHistory, DeployKind, QuorumMode, Target
+from daemon.deploys import DeployHistory, DeployKind
+from daemon.model import ActionKind, QuorumMode, Target
 from daemon.rules import RuleSet, load_ruleset
 
 from .conftest import BASE, SHIPPED, alert, deploy

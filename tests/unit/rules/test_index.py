@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.model import DeployHistory
+from daemon.deploys import DeployHistory
 from daemon.rules import load_ruleset
 from daemon.rules.matchers import parse
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from daemon import metrics
 from daemon.clock import FakeClock
-from daemon.model import ActionKind, DeployHistory
+from daemon.deploys import DeployHistory
+from daemon.model import ActionKind
 from daemon.rules import RuleRegistry
 
 from .conftest import BASE, alert

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from daemon.deploys import DeployKind
 from daemon.errors import InputError
-from daemon.model import DeployKind
 from daemon.sources.deploy_events import _plainly_valid, parse_deploy_event, validator
 
 
