@@ -47,6 +47,10 @@ async def _replay(*args: str) -> Result:
     return await asyncio.to_thread(CliRunner().invoke, replay, [*args, "--rules", str(REPO / "rules")])
 
 
+def _without_ids(items: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [{k: v for k, v in item.items() if k != "incident"} for item in items]
+
+
 async def test_topic_range_gives_the_same_decisions_as_the_file(kafka: Kafka) -> None:
     topic, count = await _topic_with_sample(kafka)
     result = await _replay("--kafka", kafka.bootstrap, "--topic", topic, "--from-offset", "1", "--output", "json")
@@ -54,8 +58,10 @@ async def test_topic_range_gives_the_same_decisions_as_the_file(kafka: Kafka) ->
     from_kafka = json.loads(result.stdout)
     from_file = json.loads((await _replay(str(SAMPLE), "--output", "json")).stdout)
     assert from_kafka["records"] == 10
-    assert from_kafka["decisions"] == from_file["decisions"]
-    assert from_kafka["rollbacks"] == from_file["rollbacks"]
+    # Incident ids are new in every run (the live code draws them); everything else must agree.
+    assert _without_ids(from_kafka["decisions"]) == _without_ids(from_file["decisions"])
+    assert _without_ids(from_kafka["rollbacks"]) == _without_ids(from_file["rollbacks"])
+    assert len(from_kafka["decisions"]) == 3
 
     # Stop before the last record (search's error rate clearing): that incident stays open.
     last = str(count - 1)  # offsets 1..count hold the sample; leave out offset `count`
