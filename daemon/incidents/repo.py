@@ -23,8 +23,14 @@ from daemon.model import Alert
 from daemon.store.tables import ApprovalRow, AuditRow, IncidentAlertRow, IncidentRow, TimerRow
 
 
-async def load(session: AsyncSession, incident_id: str) -> tuple[Incident, int]:
-    row = await session.get(IncidentRow, incident_id, populate_existing=True)
+async def load(session: AsyncSession, incident_id: str, *, for_update: bool = False) -> tuple[Incident, int]:
+    """The incident and its version; ``for_update`` locks the row until the transaction ends.
+
+    Writers lock (PostgreSQL: ``SELECT … FOR UPDATE``; SQLite has one writer anyway), so a
+    burst of writers to one incident queues on the row instead of failing the version check
+    and retrying; the version check stays as the guard for writers that did not lock.
+    """
+    row = await session.get(IncidentRow, incident_id, populate_existing=True, with_for_update=for_update)
     if row is None:
         raise IncidentNotFoundError(incident_id)
     return Incident.from_json(row.decision), row.version

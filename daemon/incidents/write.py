@@ -13,6 +13,8 @@ outbox worker wakes).
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,7 +34,11 @@ from daemon.store.db import Store
 from daemon.store.errors import ConstraintError
 from daemon.store.outbox import enqueue_notification
 
-ATTEMPTS = 3
+ATTEMPTS = 6
+# Between attempts after losing a race: a short random pause, doubling, so a burst of writers to one
+# incident spreads out instead of colliding again. A pause for the database, not a deadline, so it
+# is taken on the event loop's clock (a fake clock in tests would never let it end).
+_RACE_PAUSE_S = 0.005
 # Two writers arming the same timer of one incident at once: the loser reloads and tries again.
 _RACY_CONSTRAINTS = frozenset({"timers_incident_id_kind_key"})
 
@@ -87,7 +93,7 @@ class Writer:
         """Apply ``event``; ``strict``: an event the state refuses raises InvalidTransitionError."""
 
         async def change(s: AsyncSession) -> Applied:
-            inc, version = await repo.load(s, incident_id)
+            inc, version = await repo.load(s, incident_id, for_update=True)
             if extra is not None and not await extra(s, inc):
                 return Applied(await build_record(s, incident_id), Ignored("superseded"))
             result = transition(inc, event, self.policy)
@@ -152,6 +158,7 @@ class Writer:
                     raise
                 if attempt + 1 == ATTEMPTS:
                     raise ConcurrentUpdateError(incident_id) from None
+                await asyncio.sleep(random.uniform(0, _RACE_PAUSE_S * 2**attempt))  # noqa: S311 - jitter
                 continue
             if isinstance(out, Applied):
                 # After the commit, so the driver and a woken outbox worker find the new rows.

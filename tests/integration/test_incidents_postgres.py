@@ -70,3 +70,28 @@ async def test_two_replicas_race_on_one_incident(pg_store: Store, approver_secre
     finally:
         await leader.close()
         await standby.close()
+
+
+async def test_sixteen_concurrent_openers_on_two_replicas_make_one_incident(
+    pg_store: Store, approver_secrets: Secrets
+) -> None:
+    """No replica sees the other's uncommitted incident: the database's index decides, the loser joins."""
+    clock = FakeClock()
+    replicas = [
+        IncidentService(
+            pg_store, clock, approver_secrets.settings, FakeExecutor(),
+            manual_rollback=lambda: MANUAL_QUORUM, is_leader=lambda: False,
+        )
+        for _ in range(2)
+    ]  # fmt: skip
+    try:
+        views = await asyncio.gather(
+            *(replicas[i % 2].on_decision(decision(CTO_AND_DATA), alert(f"fp{i}")) for i in range(16))
+        )
+        assert len({v.id for v in views}) == 1  # every opener got the same incident, none an error
+        record = await replicas[0].get(views[0].id)
+        assert sorted(a.fingerprint for a in record.alerts) == sorted(f"fp{i}" for i in range(16))
+        assert len(await replicas[0].list(open_only=True)) == 1
+    finally:
+        for r in replicas:
+            await r.close()
