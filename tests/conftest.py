@@ -73,6 +73,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, store_backend: s
     await s.close()
 
 
+@pytest.fixture
+async def pg_store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """A freshly migrated store on the stack's PostgreSQL, for what only several writers can show."""
+    pg = request.getfixturevalue("postgres")
+    s = Store(await pg.new_database())
+    await s.upgrade()
+    yield s
+    await s.close()
+
+
 @pytest.fixture(autouse=True)
 async def _no_leaked_tasks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running after its fixtures are torn down."""

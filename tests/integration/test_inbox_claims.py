@@ -8,7 +8,6 @@ PostgreSQL directly; the lease rules run on both backends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,7 +19,6 @@ from daemon.ingest.inbox import partition_key
 from daemon.store.db import Store
 from daemon.store.listen import INBOX_CHANNEL, Listener
 from daemon.store.tables import InboxRow
-from tests.stack.postgres import Postgres
 from tests.unit.ingest.helpers import alert
 
 pytestmark = pytest.mark.integration
@@ -32,14 +30,6 @@ class Seen:
 
     async def handle(self, item: InboxItem) -> None:
         self.ids.append(item.id)
-
-
-@pytest.fixture
-async def pg_store(postgres: Postgres) -> AsyncIterator[Store]:
-    store = Store(await postgres.new_database())
-    await store.upgrade()
-    yield store
-    await store.close()
 
 
 async def until(check: object, within_s: float = 10.0) -> None:

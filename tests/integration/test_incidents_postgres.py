@@ -9,7 +9,6 @@ never acts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.incidents.service import IncidentService
 from daemon.store.db import Store
-from tests.stack.postgres import Postgres
 from tests.unit.incidents.conftest import MANUAL_QUORUM, FakeExecutor, Secrets, make_secrets
 from tests.unit.incidents.test_service import CTO_AND_DATA, alert, decision
 
@@ -27,14 +25,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def approver_secrets(tmp_path: Path) -> Secrets:
     return make_secrets(tmp_path)
-
-
-@pytest.fixture
-async def pg_store(postgres: Postgres) -> AsyncIterator[Store]:
-    store = Store(await postgres.new_database())
-    await store.upgrade()
-    yield store
-    await store.close()
 
 
 async def test_two_replicas_race_on_one_incident(pg_store: Store, approver_secrets: Secrets) -> None:
