@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.errors import ConfigError
@@ -52,7 +52,9 @@ class SecretRef(_Group):
         return register_secret(value)
 
 
-TokenScope = Literal["read", "ack", "approve", "admin", "ingest"]
+# ``responder``: sign in to the incident pages (``daemon.web``), which may read, acknowledge and,
+# with an approver's code, approve or reject.
+TokenScope = Literal["read", "ack", "approve", "admin", "ingest", "responder"]
 
 
 class ApiToken(_Group):
@@ -160,6 +162,29 @@ class ApproverSettings(_Group):
     code_hash: SecretRef | None = Field(None, description="argon2 hash of a personal approval code.")
 
 
+class WebSettings(_Group):
+    """The incident pages for responders (``daemon.web``): sessions and the authenticating proxy."""
+
+    enabled: bool = Field(True, description="Serve the incident pages under /incidents.")
+    session_idle_s: float = Field(1800.0, gt=0, description="A session unused this long ends (seconds).")
+    session_max_s: float = Field(43200.0, gt=0, description="A session ends this long after sign-in, used or not.")
+    proxy_user_header: str | None = Field(
+        None, description="Header an authenticating proxy (oauth2-proxy, Pomerium) sets to the user's name."
+    )
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks the proxy connects from; the header from any other peer is ignored.",
+    )
+    users: dict[str, str] = Field(
+        default_factory=dict,
+        description="Signed-in user (token name or proxy user) to approver name; default: the same name.",
+    )
+    kubernetes_url: str | None = Field(
+        None,
+        description="Link to a workload in a console, with {namespace}, {kind} and {name}; none: the kubectl command.",
+    )
+
+
 class LoggingSettings(_Group):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -179,6 +204,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = SlackSettings()
     pagerduty: PagerDutySettings = PagerDutySettings()
     approvers: list[ApproverSettings] = Field(default_factory=list)
+    web: WebSettings = WebSettings()
     logging: LoggingSettings = LoggingSettings()
     instance: str = Field(default_factory=lambda: os.environ.get("HOSTNAME", "rollbackd"))
 

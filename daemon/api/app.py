@@ -22,6 +22,7 @@ from daemon.api.state import ApiState
 from daemon.errors import TemporaryError
 from daemon.metrics import HTTP_REQUESTS, INPUT_REJECTED
 from daemon.redact import redact
+from daemon.web import routes as web
 
 DESCRIPTION = """\
 rollbackd's HTTP API. Webhooks from Alertmanager and Prometheus, incidents,
@@ -37,6 +38,8 @@ def build_app(state: ApiState, *, max_body_bytes: int = 1 << 20) -> FastAPI:
     app.state.api = state  # read back, typed, by ``state_of``
     for module in (health, webhooks, incidents, rules, slack, pagerduty):
         app.include_router(module.router)
+    if state.settings.web.enabled:
+        web.mount(app)  # the incident pages for responders, behind the same middleware
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(TemporaryError, _temporary_error)
     # Both pure ASGI: Starlette's BaseHTTPMiddleware would wrap a handler's exception (the body

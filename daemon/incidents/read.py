@@ -66,6 +66,7 @@ async def build_record(session: AsyncSession, incident_id: str, *, with_timeline
             AlertEntry(
                 a.fingerprint, str(a.alert.get("name", "")), a.status, a.value, a.starts_at, a.at,
                 MappingProxyType(dict(a.alert.get("labels", {}))),
+                MappingProxyType(dict(a.alert.get("annotations") or {})), str(a.alert.get("generator_url") or ""),
             )
             for a in alerts
         ),

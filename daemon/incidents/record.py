@@ -41,18 +41,23 @@ class AlertEntry:
     starts_at: datetime
     at: datetime
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # What the alert said and where it came from (the incident page shows both); empty in older records.
+    annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    generator_url: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "fingerprint": self.fingerprint, "name": self.name, "status": self.status, "value": self.value,
             "starts_at": self.starts_at.isoformat(), "at": self.at.isoformat(), "labels": dict(self.labels),
+            "annotations": dict(self.annotations), "generator_url": self.generator_url,
         }  # fmt: skip
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> AlertEntry:
         return cls(
             d["fingerprint"], d["name"], d["status"], d.get("value"), datetime.fromisoformat(d["starts_at"]),
-            datetime.fromisoformat(d["at"]), _frozen(d.get("labels")),
+            datetime.fromisoformat(d["at"]), _frozen(d.get("labels")), _frozen(d.get("annotations")),
+            str(d.get("generator_url") or ""),
         )  # fmt: skip
 
 

@@ -220,6 +220,21 @@ class RollbackIntentRow(Base):
     __table_args__ = (Index("ix_intent_target", "namespace", "deployment", "created_at"),)
 
 
+class WebSessionRow(Base):
+    """A signed-in responder on the incident pages (``daemon.web.sessions``), shared by every replica.
+
+    Keyed by the SHA-256 of the cookie's secret, so the table alone signs no one in.
+    """
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255))
+    via: Mapped[str] = mapped_column(String(16))  # token | proxy
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)  # the absolute end; idle ends come sooner
+
+
 class ReceiptRow(Base):
     """Webhook deliveries already handled (PagerDuty webhook ids, Slack action ids)."""
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages of the test stack (Prometheus, Alertmanager,
-# PostgreSQL, openssl, curl) without starting their packaged services: the
+# PostgreSQL, openssl, curl, and Chromium with its driver for the browser
+# tests of the incident pages) without starting their packaged services: the
 # tests run them as plain processes on free loopback ports with temp dirs.
 #
 # Idempotent: when every package is already installed it only checks that no
 # packaged service runs and returns in well under a second.
 set -euo pipefail
 
-packages=(prometheus prometheus-alertmanager postgresql openssl curl)
+packages=(prometheus prometheus-alertmanager postgresql openssl curl chromium chromium-driver)
 services=(prometheus prometheus-alertmanager prometheus-node-exporter postgresql)
 log() { echo "debian: $*"; }
 

@@ -1,0 +1,119 @@
+"""The pages: ``/`` → ``/incidents``, the incident list, one incident's page, the rules page, static files.
+
+Read-only; each reads through the same services as the JSON API
+(``IncidentService.list``/``get``, the ``RuleRegistry``) and renders with
+``render.page``. None is in the OpenAPI document: they are for people.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from daemon.api.state import state_of
+from daemon.incidents.errors import IncidentNotFoundError
+from daemon.incidents.state import State
+from daemon.metrics import INPUT_REJECTED
+from daemon.model import Severity
+from daemon.web import render, views
+from daemon.web.access import finish, user_or_signin
+from daemon.web.deliveries import deliveries
+from daemon.web.identity import User
+
+router = APIRouter(include_in_schema=False)
+
+LIST_LIMIT = 500
+_STATIC = {"rollbackd.js": "text/javascript", "rollbackd.css": "text/css"}
+# What ``?done=`` may say after a form: fixed words, never text from the request.
+DONE = {
+    "ack": "Acknowledged. Slack and PagerDuty follow.",
+    "approve": "Approval recorded.",
+    "reject": "Rejected: the rollback will not run.",
+}
+
+
+@router.get("/")
+async def root() -> Response:
+    return render.redirect("/incidents")
+
+
+@router.get("/static/web/{name}")
+async def static(name: str) -> Response:
+    if name not in _STATIC:
+        return render.secure(Response(status_code=404))
+    response = FileResponse(render.STATIC / name, media_type=_STATIC[name])
+    return render.secure(response)
+
+
+@router.get("/incidents")
+async def incident_list(request: Request, state: str = "", severity: str = "", namespace: str = "") -> Response:
+    user = await user_or_signin(request)
+    if not isinstance(user, User):
+        return user
+    bad = [f"{k}={v!r}" for k, v, ok in (
+        ("state", state, not state or state in {s.value for s in State}),
+        ("severity", severity, not severity or severity in {s.value for s in Severity}),
+    ) if not ok]  # fmt: skip
+    if bad:
+        INPUT_REJECTED.labels(source="web", reason="bad_filter").inc()
+        return render.page(request, "error.html", status=400, user=user, title="Bad filter",
+                           message="Unknown filter value: " + ", ".join(bad))  # fmt: skip
+    svc = state_of(request)
+    filters = views.Filters(state, severity, namespace.strip())
+    records = views.ordered(await svc.incidents.list(state=state or None, limit=LIST_LIMIT), filters)
+    html = render.page(
+        request, "list.html", user=user, records=records, filters=filters, now=svc.clock.now(), views=views,
+        states=[s.value for s in State], severities=[s.value for s in Severity],
+    )  # fmt: skip
+    return finish(request, html, user)
+
+
+async def incident_page(
+    request: Request, incident_id: str, user: User, *, status: int = 200, error: str = ""
+) -> Response:
+    """One incident's page; also what a refused form renders (with ``error`` and its status)."""
+    svc = state_of(request)
+    try:
+        record = await svc.incidents.get(incident_id)
+    except IncidentNotFoundError:
+        return render.page(request, "error.html", status=404, user=user, title="Not found",
+                           message=f"There is no incident {incident_id}.")  # fmt: skip
+    approver = svc.incidents.approvers.by_name.get(user.approver) if user.approver else None
+    rules = svc.rules.current if svc.rules.loaded else None
+    done = DONE.get(request.query_params.get("done", ""), "")
+    return render.page(
+        request, "incident.html", status=status, user=user, r=record, views=views, now=svc.clock.now(),
+        next=views.next_step(record, svc.clock.now()), progress=views.progress(record),
+        roles=views.roles_to_offer(record, approver.roles if approver else ()),
+        facts=views.rule_facts(rules, record.rule), deliveries=await deliveries(svc.store, record.id),
+        workloads=views.workload_links(record.decision.targets, svc.settings.web), error=error, done=done,
+    )  # fmt: skip
+
+
+@router.get("/incidents/{incident_id}")
+async def incident(request: Request, incident_id: str) -> Response:
+    user = await user_or_signin(request)
+    if not isinstance(user, User):
+        return user
+    return finish(request, await incident_page(request, incident_id, user), user)
+
+
+@router.get("/rules")
+async def rules_page(request: Request) -> Response:
+    user = await user_or_signin(request)
+    if not isinstance(user, User):
+        return user
+    registry = state_of(request).rules
+    per_file: Counter[str] = Counter()
+    rs = registry.current if registry.loaded else None
+    if rs is not None:
+        for origin in (*(t.origin for t in rs.thresholds), *(d.origin for d in rs.decisions)):
+            per_file[origin.file] += 1
+    result = registry.last_result
+    html = render.page(
+        request, "rules.html", user=user, rs=rs, per_file=per_file, registry=registry, result=result,
+        files=list(rs.files) if rs is not None else [],
+    )  # fmt: skip
+    return finish(request, html, user)

@@ -1,0 +1,253 @@
+"""The incident pages over loopback HTTP against a whole in-process rollbackd: sign-in, CSRF, proxy, escaping, secrecy.
+
+The daemon is built as ``rollbackd run`` builds it (``Daemon``: every router
+and middleware, uvicorn on loopback); alerts arrive through the real
+Alertmanager webhook and are decided by the shipped rules. The browser tests
+(``tests/browser``) drive the same pages in Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from daemon.app import Daemon
+from daemon.metrics import REGISTRY
+from tests.harness import TOKENS, bearer
+from tests.web_daemon import CODES, WEB_TOKENS, alert_webhook, web_settings
+
+pytestmark = pytest.mark.integration
+
+XSS_LABEL = '<script>document.title="pwned"</script>'
+XSS_ANNOTATION = '"><img src=x onerror=alert(1)>'
+
+
+async def _daemon(tmp_path: Path, **groups: Any) -> Daemon:
+    return Daemon(web_settings(tmp_path, **groups))
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    async with await _daemon(tmp_path) as d:
+        yield d
+
+
+def _client(d: Daemon, **kw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{d.port}", timeout=10, **kw)
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field in the page"
+    return found.group(1)
+
+
+async def sign_in(http: httpx.AsyncClient, who: str, next_url: str = "/incidents") -> httpx.Response:
+    form = await http.get("/signin")
+    return await http.post("/signin", data={"csrf": csrf_of(form.text), "token": WEB_TOKENS[who], "next": next_url})
+
+
+async def open_incident(d: Daemon, http: httpx.AsyncClient, alertname: str = "ServiceDown", **kw: Any) -> str:
+    sent = await http.post("/webhooks/alertmanager", json=alert_webhook(alertname, **kw), headers=bearer("ingest"))
+    assert sent.status_code in (200, 202), sent.text
+    await d.components.dispatcher.wait_idle()
+    listed = (await http.get("/api/v1/incidents", headers=bearer("read"))).json()["incidents"]
+    return str(listed[0]["id"])
+
+
+def _rejected(reason: str) -> float:
+    return REGISTRY.get_sample_value("rollbackd_input_rejected_total", {"source": "web", "reason": reason}) or 0.0
+
+
+async def test_the_link_in_a_page_leads_to_the_incident_after_sign_in(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        root = await http.get("/")
+        assert (root.status_code, root.headers["location"]) == (303, "/incidents")
+        incident_id = await open_incident(daemon, http)
+        refused = await http.get(f"/incidents/{incident_id}")
+        assert refused.status_code == 303
+        assert refused.headers["location"] == f"/signin?next=%2Fincidents%2F{incident_id}"
+        signed = await sign_in(http, "alice", next_url=f"/incidents/{incident_id}")
+        assert (signed.status_code, signed.headers["location"]) == (303, f"/incidents/{incident_id}")
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        assert "secure" not in cookie  # plain HTTP here
+        page = await http.get(f"/incidents/{incident_id}")
+        assert page.status_code == 200
+        assert incident_id in page.text
+        assert "service-completely-down" in page.text
+        assert "8.1 Service completely down" in page.text  # the seed row of the rule
+        assert "proceeds automatically at" in page.text  # on_deadline: proceed
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert "frame-ancestors 'none'" in csp
+
+
+async def test_a_link_followed_from_another_site_reloads_itself_to_carry_the_strict_cookie(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+    # A browser does not send a SameSite=Strict cookie with a link followed from another site.
+    async with _client(daemon) as fresh:
+        cross = await fresh.get(f"/incidents/{incident_id}", headers={"Sec-Fetch-Site": "cross-site"})
+        assert cross.status_code == 200
+        assert f'http-equiv="refresh" content="0; url=/incidents/{incident_id}"' in cross.text
+        same = await fresh.get(f"/incidents/{incident_id}", headers={"Sec-Fetch-Site": "same-origin"})
+        assert same.status_code == 303
+        assert same.headers["location"].startswith("/signin")
+
+
+async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "alice")
+        before = _rejected("csrf")
+        for data in ({}, {"csrf": "0" * 64}):
+            ack = await http.post(f"/incidents/{incident_id}/ack", data=data)
+            assert ack.status_code == 403, ack.text
+            approve = await http.post(f"/incidents/{incident_id}/approve", data={**data, "code": CODES["alice"]})
+            assert approve.status_code == 403
+            assert (await http.post("/signout", data=data)).status_code == 403
+        assert _rejected("csrf") - before == 6
+        record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+        assert record["acknowledged_by"] is None
+        assert record["approvals"] == []
+        assert record["state"] == "awaiting_approval"
+        # The sign-in form has its own token, bound to a cookie of the sign-in page.
+        assert (await http.post("/signin", data={"token": WEB_TOKENS["alice"]})).status_code == 403
+
+
+async def test_wrong_code_shows_the_error_and_changes_nothing_the_right_one_moves_on(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "alice")
+        csrf = csrf_of((await http.get(f"/incidents/{incident_id}")).text)
+        wrong = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": "000000"})
+        assert wrong.status_code == 403
+        assert "wrong approval code for alice; 4 tries left" in wrong.text
+        assert "000000" not in wrong.text
+        record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+        assert record["state"] == "awaiting_approval"
+        assert record["approvals"] == []
+        right = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["alice"]})
+        assert (right.status_code, right.headers["location"]) == (303, f"/incidents/{incident_id}?done=approve")
+        record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+        assert [(a["approver"], a["via"]) for a in record["approvals"]] == [("alice", "web")]
+        assert record["state"] != "awaiting_approval"
+
+
+async def test_a_responder_who_is_no_approver_can_acknowledge_but_not_approve(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "bob")
+        page = await http.get(f"/incidents/{incident_id}")
+        assert "bob is not a configured approver" in page.text
+        assert 'name="code"' not in page.text
+        csrf = csrf_of(page.text)
+        refused = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["alice"]})
+        assert refused.status_code == 400
+        assert "not a configured approver" in refused.text
+        ack = await http.post(f"/incidents/{incident_id}/ack", data={"csrf": csrf})
+        assert ack.status_code == 303
+        record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+        assert record["acknowledged_by"] == "bob"
+        assert record["approvals"] == []
+
+
+async def test_a_token_without_the_responder_scope_does_not_sign_in(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        form = await http.get("/signin")
+        before = _rejected("bad_token")
+        for token in (TOKENS["read"], TOKENS["approve"], "not-a-token"):
+            refused = await http.post("/signin", data={"csrf": csrf_of(form.text), "token": token})
+            assert refused.status_code == 401
+            assert "lacks the scope" in refused.text
+            assert token not in refused.text
+            assert "rollbackd_session" not in refused.headers.get("set-cookie", "")
+        assert _rejected("bad_token") - before == 3
+        assert (await http.get("/incidents")).status_code == 303
+
+
+async def test_sign_out_ends_the_session_everywhere(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        await sign_in(http, "alice")
+        secret = http.cookies["rollbackd_session"]
+        page = await http.get("/incidents")
+        assert page.status_code == 200
+        out = await http.post("/signout", data={"csrf": csrf_of(page.text)})
+        assert (out.status_code, out.headers["location"]) == (303, "/signin")
+    async with _client(daemon, cookies={"rollbackd_session": secret}) as replay:
+        assert (await replay.get("/incidents")).status_code == 303  # the old cookie signs no one in
+
+
+async def test_alert_text_renders_inert(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(
+            daemon, http, labels={"team": XSS_LABEL}, annotations={"description": XSS_ANNOTATION},
+            generator_url="javascript:alert(1)",
+        )  # fmt: skip
+        await sign_in(http, "alice")
+        page = (await http.get(f"/incidents/{incident_id}")).text
+        assert XSS_LABEL not in page
+        assert XSS_ANNOTATION not in page
+        assert "&lt;script&gt;document.title=&#34;pwned&#34;&lt;/script&gt;" in page
+        assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+        assert 'href="javascript:' not in page  # a non-http generator URL is shown as text, not linked
+        assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/web/rollbackd.js" defer>']
+
+
+async def test_no_code_token_or_secret_appears_in_any_page(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "alice")
+        session_secret = http.cookies["rollbackd_session"]
+        page = await http.get(f"/incidents/{incident_id}")
+        csrf = csrf_of(page.text)
+        pages = [page.text]
+        pages.append((await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": "12345"})).text)
+        pages.append(
+            (await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["alice"]})).text
+        )
+        for path in ("/incidents", f"/incidents/{incident_id}", "/rules", "/signin"):
+            pages.append((await http.get(path, follow_redirects=True)).text)
+        secrets = [*WEB_TOKENS.values(), *TOKENS.values(), *CODES.values(), "12345", session_secret]
+        for html in pages:
+            for secret in secrets:
+                assert secret not in html
+
+
+async def test_proxy_header_counts_only_from_a_trusted_proxy(tmp_path: Path) -> None:
+    web = {"proxy_user_header": "X-Forwarded-User", "trusted_proxies": ["10.99.0.0/16"]}
+    async with await _daemon(tmp_path / "untrusted", web=web) as d, _client(d) as http:
+        before = _rejected("untrusted_proxy_header")
+        spoofed = await http.get("/incidents", headers={"X-Forwarded-User": "alice"})
+        assert spoofed.status_code == 303
+        assert spoofed.headers["location"].startswith("/signin")
+        assert _rejected("untrusted_proxy_header") - before == 1
+    web = {"proxy_user_header": "X-Forwarded-User", "trusted_proxies": ["127.0.0.1"], "users": {"alice@corp": "alice"}}
+    async with await _daemon(tmp_path / "trusted", web=web) as d, _client(d) as http:
+        incident_id = await open_incident(d, http)
+        headers = {"X-Forwarded-User": "alice@corp"}
+        page = await http.get(f"/incidents/{incident_id}", headers=headers)
+        assert page.status_code == 200
+        assert "alice@corp" in page.text
+        assert "Approve as alice" in page.text
+        csrf = csrf_of(page.text)
+        approve = await http.post(
+            f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["alice"]}, headers=headers
+        )
+        assert approve.status_code == 303, approve.text
+        # Another user through the same browser gets their own session: alice's form token is not theirs.
+        other = await http.post(
+            f"/incidents/{incident_id}/ack", data={"csrf": csrf}, headers={"X-Forwarded-User": "mallory"}
+        )
+        assert other.status_code == 403
+        record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+        assert [a["approver"] for a in record["approvals"]] == ["alice"]
+        assert record["acknowledged_by"] is None
