@@ -1,4 +1,4 @@
-"""Deployments as the delivery pipeline reports them: the values the deploy history holds.
+"""Deployments (of any workload kind) as the delivery pipeline reports them: the values the deploy history holds.
 
 Bottom layer, beside ``daemon.model``. ``sources.deploy_events`` parses Kafka
 messages into ``DeployEvent``; ``ingest.history`` stores them and reads them
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from daemon.target import Target
+from daemon.target import Target, WorkloadKind
 
 
 class DeployKind(enum.StrEnum):
@@ -26,7 +26,11 @@ class DeployKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DeployEvent:
-    """A deployment of a service, as the delivery pipeline reported it on Kafka."""
+    """A deployment of a service, as the delivery pipeline reported it on Kafka.
+
+    ``kind`` is what happened (the event's ``type``); ``workload_kind`` is the kind of the
+    workload named ``deployment`` (the event's ``kind``: a Deployment unless it says otherwise).
+    """
 
     event_id: str
     kind: DeployKind
@@ -40,10 +44,11 @@ class DeployEvent:
     commit: str = ""
     author: str = ""
     migration: bool = False
+    workload_kind: WorkloadKind = WorkloadKind.DEPLOYMENT
 
     @property
     def target(self) -> Target:
-        return Target(self.namespace, self.deployment)
+        return Target(self.namespace, self.deployment, self.workload_kind)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +56,7 @@ class DeployEvent:
             "namespace": self.namespace, "deployment": self.deployment, "at": self.at.isoformat(),
             "revision": self.revision, "image": self.image, "version": self.version,
             "commit": self.commit, "author": self.author, "migration": self.migration,
+            "workload_kind": self.workload_kind.value,
         }  # fmt: skip
 
     @classmethod
@@ -60,8 +66,8 @@ class DeployEvent:
             namespace=d["namespace"], deployment=d["deployment"], at=datetime.fromisoformat(d["at"]),
             revision=d.get("revision"), image=d.get("image", ""), version=d.get("version", ""),
             commit=d.get("commit", ""), author=d.get("author", ""), migration=bool(d.get("migration")),
+            workload_kind=WorkloadKind(d.get("workload_kind") or WorkloadKind.DEPLOYMENT),
         )  # fmt: skip
-
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 ``connect`` builds an ``ApiClient`` from the settings (a kubeconfig file and
 context, the in-cluster ServiceAccount, or ``~/.kube/config``) and returns
 ``None`` when no cluster answers, so the daemon can fall back to dry-run.
-``KubeApi`` wraps the client with the three calls a rollback needs and keeps
+``KubeApi`` wraps the client with the calls a rollback needs (the workload of
+any kind, its ReplicaSets or ControllerRevisions, its pods) and keeps
 objects as the API server's JSON: ``undo`` must copy a pod template exactly,
 and the generated models would drop fields they do not know.
 """
@@ -25,6 +26,7 @@ from kubernetes_asyncio.config.config_exception import ConfigException
 from daemon.config import KubernetesSettings
 from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.logs import get_logger
+from daemon.target import Target
 
 log = get_logger(__name__)
 
@@ -63,6 +65,10 @@ _PERMANENT_REASONS = {
 }
 
 
+def _workload_path(target: Target) -> str:
+    return f"/apis/apps/v1/namespaces/{target.namespace}/{target.kind.resource}/{target.name}"
+
+
 def map_api_error(exc: ApiException, what: str) -> KubeApiError | KubeUnavailableError:
     """Turn an ``ApiException`` into our error, with the API server's own message."""
     status = int(exc.status or 0)
@@ -93,7 +99,7 @@ def _retry_after(headers: Any) -> float | None:
 
 
 class KubeApi:
-    """Deployments and ReplicaSets as JSON, every call bounded by ``request_timeout_s``."""
+    """Workloads and their history as JSON, every call bounded by ``request_timeout_s``."""
 
     def __init__(self, api: ApiClient, request_timeout_s: float) -> None:
         self.api = api
@@ -131,38 +137,57 @@ class KubeApi:
             raise KubeUnavailableError(f"{what}: unexpected answer", reason="k8s_unavailable")
         return result
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
-        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
-        return await self._call("GET", path, f"get deployment {namespace}/{name}")
+    async def get_workload(self, target: Target) -> dict[str, Any]:
+        """The Deployment, StatefulSet or DaemonSet ``target`` names."""
+        what = f"get {target.kind.value} {target.namespace}/{target.name}"
+        return await self._call("GET", _workload_path(target), what)
 
-    async def list_replicasets(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """Every ReplicaSet matching the selector, following ``continue`` like kubectl."""
-        path = f"/apis/apps/v1/namespaces/{namespace}/replicasets"
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self.get_workload(Target(namespace, name))
+
+    async def _list(self, namespace: str, resource: str, label_selector: str) -> list[dict[str, Any]]:
+        """Every object matching the selector, following ``continue`` like kubectl."""
+        group = "/api/v1" if resource == "pods" else "/apis/apps/v1"
+        path = f"{group}/namespaces/{namespace}/{resource}"
         items: list[dict[str, Any]] = []
         cont = ""
         while True:
             query = [("labelSelector", label_selector), ("limit", str(_LIST_PAGE))]
             if cont:
                 query.append(("continue", cont))
-            page = await self._call("GET", path, f"list replicasets in {namespace}", query=query)
+            page = await self._call("GET", path, f"list {resource} in {namespace}", query=query)
             items.extend(page.get("items") or [])
             cont = str((page.get("metadata") or {}).get("continue") or "")
             if not cont:
                 return items
 
-    async def patch_deployment(
-        self, namespace: str, name: str, body: Any, *, patch_type: PatchType, dry_run: bool = False
+    async def list_replicasets(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self._list(namespace, "replicasets", label_selector)
+
+    async def list_controllerrevisions(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The history of StatefulSets and DaemonSets (what ``kubectl rollout history`` reads)."""
+        return await self._list(namespace, "controllerrevisions", label_selector)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        return await self._list(namespace, "pods", label_selector)
+
+    async def patch_workload(
+        self, target: Target, body: Any, *, patch_type: PatchType, dry_run: bool = False
     ) -> dict[str, Any]:
-        path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
         query = [("dryRun", "All")] if dry_run else []
         return await self._call(
             "PATCH",
-            path,
-            f"patch deployment {namespace}/{name}",
+            _workload_path(target),
+            f"patch {target.kind.value} {target.namespace}/{target.name}",
             query=query,
             body=body,
             content_type=_CONTENT_TYPES[patch_type],
         )
+
+    async def patch_deployment(
+        self, namespace: str, name: str, body: Any, *, patch_type: PatchType, dry_run: bool = False
+    ) -> dict[str, Any]:
+        return await self.patch_workload(Target(namespace, name), body, patch_type=patch_type, dry_run=dry_run)
 
     async def request(self, method: str, path: str, what: str, body: Any = None) -> dict[str, Any]:
         """Any other object as JSON (the leader's Lease)."""

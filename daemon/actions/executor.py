@@ -1,8 +1,9 @@
-"""The actions stage's entry point: carry out a ``RollbackRequest`` safely, once, for a group of Deployments.
+"""The actions stage's entry point: carry out a ``RollbackRequest`` safely, once, for a group of workloads.
 
 Seed 8.2's emergency procedure, made safe: for every target, check (GitOps,
 kubectl's own refusals, the budget and the loop breaker), persist the intent,
-then pause all → undo all → resume all → wait for all → verify. A failure in
+then pause all → undo all → resume all → wait for all → verify (StatefulSets
+and DaemonSets cannot be paused; they are undone alongside). A failure in
 one target is that target's outcome; the others proceed. An intent persisted
 before the patch makes the request idempotent: a re-executed request whose
 undo already happened answers ALREADY_DONE and only waits, and ``reconcile``
@@ -22,13 +23,13 @@ from functools import partial
 import structlog
 from kubernetes_asyncio.client.api_client import ApiClient
 
-from daemon.actions import group
+from daemon.actions import group, kinds
 from daemon.actions.client import KubeApi
 from daemon.actions.fence import Fence, NotLeaderError, Unfenced
 from daemon.actions.group import ReconcileResult, Work
 from daemon.actions.intents import Intent, IntentStore
 from daemon.actions.safety import APPLIED_STATES, check_budget, check_gitops, check_loop
-from daemon.actions.undo import UndoError, apply_plan, current_replicaset, load, plan_undo
+from daemon.actions.undo import UndoError, apply_plan
 from daemon.actions.verify import MetricQuery, verify
 from daemon.clock import Clock
 from daemon.config import KubernetesSettings
@@ -155,16 +156,15 @@ class RollbackExecutor:
         existing = await self.intents.get(work.key)
         if existing is not None and existing.dry_run:
             existing = None
-        deployment, replicasets = await load(self.kube, work.target)
-        paused = bool((deployment.get("spec") or {}).get("paused"))
+        workload = await kinds.load(self.kube, work.target)
+        paused = workload.paused
         if not work.dry_run:
             # The term this execution acts for: stored with the intent, checked before every write.
             work.token = await self.fence.check()
         if existing is not None:
-            current = current_replicaset(deployment, replicasets)
-            live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
             done = existing.state in APPLIED_STATES or (
-                bool(existing.detail.get("to_template_hash")) and live_hash == existing.detail["to_template_hash"]
+                bool(existing.detail.get("to_template_hash"))
+                and workload.live_hash == existing.detail["to_template_hash"]
             )
             # A pause of ours that a crash left behind must be undone, not refused as kubectl would.
             work.paused_by_us = paused and bool(existing.detail.get("pause"))
@@ -177,11 +177,11 @@ class RollbackExecutor:
                 fence = work.token.as_detail() if work.token else None
                 await self.intents.advance(work.key, state, self.clock.now(), patched=True, fence=fence)
                 return
-        refusal = check_gitops(deployment)
+        refusal = check_gitops(workload.obj)
         if refusal is not None:
             work.settle(TargetResult.REFUSED, refusal.detail)
             return
-        plan = plan_undo(deployment, replicasets, req.to_revision or 0, ignore_paused=work.paused_by_us)
+        plan = workload.plan(req.to_revision or 0, ignore_paused=work.paused_by_us)
         work.plan = plan
         if plan.warning:  # kubectl prints it and carries on; so do we
             log.warning("rollback.kubectl_apply_warning", target=str(work.target), warning=plan.warning)
@@ -208,7 +208,7 @@ class RollbackExecutor:
                 f"to revision {plan.to_revision}; nothing changed",
             )
             return
-        work.needs_pause = not paused
+        work.needs_pause = workload.pausable and not paused
         await self.intents.plan(self._intent(req, work), self.clock.now())
         if self.progress is not None:
             await self.progress(work.key, work.target, "planned")
@@ -231,7 +231,7 @@ class RollbackExecutor:
                 "to_replicaset": plan.to_replicaset,
                 "to_template_hash": plan.to_template_hash,
                 "from_template_hash": plan.from_template_hash,
-                "pause": True,
+                "pause": work.needs_pause,
                 "patched": False,
                 "fence": work.token.as_detail() if work.token else None,
             },

@@ -1,9 +1,10 @@
-"""The cluster-changing half of a group rollback: pause all → undo all → resume all → wait for all.
+"""The cluster-changing half of a rollback: pause all → undo all → resume all → wait for all.
 
 ``executor`` prepares one ``Work`` per target (checks done, intent
 persisted); ``GroupRun`` carries the prepared ones through the seed 8.2
 sequence, each step concurrently across targets, each failure confined to
-its target (a Deployment we paused is always resumed). Every patch is
+its target (a Deployment we paused is always resumed; only a group of
+several targets pauses, and only Deployments). Every patch is
 preceded by a ``Fence`` check against the intent's fencing token: a replica
 that lost the Lease makes no write, reports the target ``interrupted`` and
 leaves the intent open for the new leader. ``reconcile_one`` settles an
@@ -16,11 +17,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from daemon.actions import kinds
 from daemon.actions.client import KubeApi
 from daemon.actions.fence import Fence, FencingToken, NotLeaderError
 from daemon.actions.intents import Intent, IntentStore
 from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, wait_for_rollout
-from daemon.actions.undo import UndoPlan, apply_plan, current_replicaset, load
+from daemon.actions.undo import UndoPlan, apply_plan
 from daemon.clock import Clock
 from daemon.config import KubernetesSettings
 from daemon.errors import RollbackdError
@@ -201,11 +203,9 @@ async def reconcile_one(
     """
     token = await fence.check()
     await intents.advance(intent.id, intent.state, clock.now(), fence=token.as_detail())
-    deployment, replicasets = await load(kube, intent.target)
-    current = current_replicaset(deployment, replicasets)
-    live_hash = str(((current or {}).get("metadata") or {}).get("labels", {}).get("pod-template-hash", ""))
+    workload = await kinds.load(kube, intent.target)
     applied = intent.state == "applied" or (
-        bool(intent.detail.get("to_template_hash")) and live_hash == intent.detail["to_template_hash"]
+        bool(intent.detail.get("to_template_hash")) and workload.live_hash == intent.detail["to_template_hash"]
     )
     after = "applied" if applied else "interrupted"
     detail = (
@@ -213,7 +213,7 @@ async def reconcile_one(
     )
     if after != intent.state:
         await intents.advance(intent.id, after, clock.now(), patched=applied, reconciled=True)
-    if bool((deployment.get("spec") or {}).get("paused")) and intent.detail.get("pause"):
+    if workload.paused and intent.detail.get("pause"):
         await fence.check(token)
         await kube.patch_deployment(
             intent.target.namespace, intent.target.name, {"spec": {"paused": False}}, patch_type="merge"

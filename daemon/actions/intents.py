@@ -20,6 +20,7 @@ from daemon.actions.safety import PastIntent
 from daemon.model import Target
 from daemon.store.db import Store
 from daemon.store.tables import RollbackIntentRow
+from daemon.target import WorkloadKind
 
 OPEN_STATES = ("planned", "applied")
 
@@ -60,7 +61,7 @@ def _from_row(row: RollbackIntentRow) -> Intent:
     return Intent(
         id=row.id,
         incident_id=row.incident_id,
-        target=Target(row.namespace, row.deployment),
+        target=Target(row.namespace, row.deployment, WorkloadKind(row.kind or WorkloadKind.DEPLOYMENT)),
         state=row.state,
         automatic=row.automatic,
         dry_run=row.dry_run,
@@ -88,6 +89,7 @@ class IntentStore:
                 select(RollbackIntentRow)
                 .where(RollbackIntentRow.namespace == target.namespace)
                 .where(RollbackIntentRow.deployment == target.name)
+                .where(RollbackIntentRow.kind == target.kind.value)
                 .order_by(RollbackIntentRow.created_at)
             )
             return [_from_row(r) for r in rows]
@@ -112,6 +114,7 @@ class IntentStore:
             row.incident_id = intent.incident_id
             row.namespace = intent.target.namespace
             row.deployment = intent.target.name
+            row.kind = intent.target.kind.value
             row.from_revision = intent.from_revision
             row.to_revision = intent.to_revision
             row.state = intent.state

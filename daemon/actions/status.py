@@ -1,9 +1,14 @@
-"""``kubectl rollout status`` for a Deployment: is the rollout done, still going, or failed?
+"""``kubectl rollout status`` for every kind: is the rollout done, still going, or failed?
 
 ``rollout_state`` is kubectl's ``DeploymentStatusViewer.Status`` on the API's
 JSON (observedGeneration, updated/total/available replicas, the
-``ProgressDeadlineExceeded`` reason). ``wait_for_rollout`` polls it with the
-injected Clock until done, failed, or the timeout (seed 8.2: 300 s).
+``ProgressDeadlineExceeded`` reason), ``DaemonSetStatusViewer.Status`` (updated
+and available numbers equal the desired number) or ``StatefulSetStatusViewer.Status``
+(ready replicas, then the partition's updated replicas), all from k8s.io/kubectl
+pkg/polymorphichelpers/rollout_status.go. Where kubectl refuses (an ``OnDelete``
+update strategy), the template is back but no pod will be replaced until someone
+deletes it: that is reported as done, and said plainly. ``wait_for_rollout``
+polls with the injected Clock until done, failed, or the timeout (seed 8.2: 300 s).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from daemon.actions.client import KubeApi, KubeUnavailableError
 from daemon.clock import Clock
 from daemon.errors import PermanentError, TemporaryError
 from daemon.model import Target
+from daemon.target import WorkloadKind
 
 POLL_S = 1.0
 
@@ -35,8 +41,89 @@ class RolloutState:
     revision: int | None = None
 
 
-def rollout_state(deployment: Mapping[str, Any]) -> RolloutState:
-    """One look at the Deployment, as kubectl judges it; raises RolloutFailedError past the deadline."""
+def rollout_state(obj: Mapping[str, Any], kind: WorkloadKind = WorkloadKind.DEPLOYMENT) -> RolloutState:
+    """One look at the workload, as kubectl judges its kind."""
+    if kind is WorkloadKind.STATEFULSET:
+        return statefulset_state(obj)
+    if kind is WorkloadKind.DAEMONSET:
+        return daemonset_state(obj)
+    return deployment_state(obj)
+
+
+def _on_delete(obj: Mapping[str, Any], what: str) -> RolloutState | None:
+    strategy = ((obj.get("spec") or {}).get("updateStrategy") or {}).get("type") or "RollingUpdate"
+    if strategy == "RollingUpdate":
+        return None
+    name = (obj.get("metadata") or {}).get("name", "")
+    return RolloutState(
+        True,
+        f'{what} "{name}": template restored, pods not replaced (update strategy {strategy}: '
+        "each pod takes the restored template only when it is deleted)",
+    )
+
+
+def _num(status: Mapping[str, Any], key: str) -> int:
+    return int(status.get(key) or 0)
+
+
+def daemonset_state(ds: Mapping[str, Any]) -> RolloutState:
+    """kubectl's ``DaemonSetStatusViewer.Status``."""
+    refused = _on_delete(ds, "daemon set")
+    if refused is not None:
+        return refused
+    meta, status = ds.get("metadata") or {}, ds.get("status") or {}
+    name = meta.get("name", "")
+    if int(meta.get("generation") or 0) > _num(status, "observedGeneration"):
+        return RolloutState(False, "Waiting for daemon set spec update to be observed...")
+    desired, updated = _num(status, "desiredNumberScheduled"), _num(status, "updatedNumberScheduled")
+    available = _num(status, "numberAvailable")
+    if updated < desired:
+        msg = f"{updated} out of {desired} new pods have been updated..."
+    elif available < desired:
+        msg = f"{available} of {desired} updated pods are available..."
+    else:
+        return RolloutState(True, f'daemon set "{name}" successfully rolled out')
+    return RolloutState(False, f'Waiting for daemon set "{name}" rollout to finish: {msg}')
+
+
+def statefulset_state(sts: Mapping[str, Any]) -> RolloutState:
+    """kubectl's ``StatefulSetStatusViewer.Status``: ready replicas, then the partition's updated ones."""
+    refused = _on_delete(sts, "statefulset")
+    if refused is not None:
+        return refused
+    meta, spec, status = sts.get("metadata") or {}, sts.get("spec") or {}, sts.get("status") or {}
+    observed = _num(status, "observedGeneration")
+    if observed == 0 or int(meta.get("generation") or 0) > observed:
+        return RolloutState(False, "Waiting for statefulset spec update to be observed...")
+    replicas = spec.get("replicas")
+    ready, updated = _num(status, "readyReplicas"), _num(status, "updatedReplicas")
+    if replicas is not None and ready < int(replicas):
+        return RolloutState(False, f"Waiting for {int(replicas) - ready} pods to be ready...")
+    rolling = (spec.get("updateStrategy") or {}).get("rollingUpdate")
+    if rolling is not None:
+        return _partitioned(replicas, rolling.get("partition"), updated)
+    update_rev, current_rev = status.get("updateRevision", ""), status.get("currentRevision", "")
+    if update_rev != current_rev:
+        return RolloutState(
+            False, f"waiting for statefulset rolling update to complete {updated} pods at revision {update_rev}..."
+        )
+    current = _num(status, "currentReplicas")
+    return RolloutState(True, f"statefulset rolling update complete {current} pods at revision {current_rev}...")
+
+
+def _partitioned(replicas: Any, partition: Any, updated: int) -> RolloutState:
+    """kubectl's judgement of a RollingUpdate StatefulSet once its pods are ready: only ordinals ≥ partition."""
+    if replicas is not None and partition is not None and updated < int(replicas) - int(partition):
+        return RolloutState(
+            False,
+            f"Waiting for partitioned roll out to finish: {updated} out of "
+            f"{int(replicas) - int(partition)} new pods have been updated...",
+        )
+    return RolloutState(True, f"partitioned roll out complete: {updated} new pods have been updated...")
+
+
+def deployment_state(deployment: Mapping[str, Any]) -> RolloutState:
+    """kubectl's ``DeploymentStatusViewer.Status``; raises RolloutFailedError past the deadline."""
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
@@ -75,7 +162,7 @@ async def wait_for_rollout(
     last = "no answer yet"
     while True:
         try:
-            state = rollout_state(await kube.get_deployment(target.namespace, target.name))
+            state = rollout_state(await kube.get_workload(target), target.kind)
         except KubeUnavailableError as exc:
             last = str(exc)
         else:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.actions.client import KubeApi
+from daemon.actions.client import KubeApi, PatchType
 from daemon.errors import PermanentError
 from daemon.model import Target
 
@@ -195,15 +195,22 @@ def undo_patch(deployment: Mapping[str, Any], rs: Mapping[str, Any]) -> list[dic
 
 @dataclass(frozen=True, slots=True)
 class UndoPlan:
-    """What ``undo`` will do (or found already done) to one Deployment."""
+    """What ``undo`` will do (or found already done) to one workload of any kind.
+
+    For a Deployment the history is its ReplicaSets and the patch a JSON patch; for a
+    StatefulSet or DaemonSet (``actions.revisions``) the history is its ControllerRevisions,
+    the hashes are their ``controller-revision-hash`` and the patch is the revision's data,
+    sent as a strategic-merge patch.
+    """
 
     target: Target
-    from_revision: int | None  # the Deployment's revision now
+    from_revision: int | None  # the workload's revision now
     to_revision: int  # the revision being restored (before the controller renumbers it)
-    to_replicaset: str
+    to_replicaset: str  # the ReplicaSet (or ControllerRevision) being restored
     to_template_hash: str
-    from_template_hash: str  # "" when the current template has no ReplicaSet yet
-    patch: tuple[dict[str, Any], ...]
+    from_template_hash: str  # "" when the current template has no ReplicaSet (revision) yet
+    patch: tuple[dict[str, Any], ...] | dict[str, Any]
+    patch_type: PatchType = "json"
     skipped: str = ""  # kubectl's "skipped rollback (...)" message when nothing is to do
     revision_history: str = ""  # the current ReplicaSet's revision-history: it was returned to before
     warning: str = ""  # kubectl's warning for a Deployment managed with ``kubectl apply``
@@ -267,7 +274,5 @@ async def apply_plan(kube: KubeApi, plan: UndoPlan, *, dry_run: bool = False) ->
     """Send the plan's patch (server-side dry run if asked); None when kubectl would have skipped."""
     if plan.skipped:
         return None
-    return await kube.patch_deployment(
-        plan.target.namespace, plan.target.name, list(plan.patch), patch_type="json", dry_run=dry_run
-    )
-
+    body = list(plan.patch) if isinstance(plan.patch, tuple) else plan.patch
+    return await kube.patch_workload(plan.target, body, patch_type=plan.patch_type, dry_run=dry_run)

@@ -20,6 +20,7 @@ from rich.console import Console
 from daemon.cli.common import DEFAULT_URL, echo_error
 from daemon.cli.pages import render_list, render_timeline, waiting_for
 from daemon.incidents.record import IncidentRecord
+from daemon.target import Target
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -183,16 +184,31 @@ reject = _verdict_command(
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (recorded and notified).")
 @click.option("--approver", "approvers", multiple=True, required=True, help="Approver name; repeat for a quorum.")
+@click.option(
+    "--to-revision",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Undo to this revision (one target); default: previous.",
+)
 @_options
 @click.pass_context
-def rollback(ctx: click.Context, targets: tuple[str, ...], reason: str, approvers: tuple[str, ...]) -> None:
-    """Break-glass rollback of NAMESPACE/DEPLOYMENT [...]; prompts for each approver's code."""
+def rollback(
+    ctx: click.Context, targets: tuple[str, ...], reason: str, approvers: tuple[str, ...], to_revision: int | None
+) -> None:
+    """Break-glass rollback of NAMESPACE/NAME (a Deployment) or KIND/NAMESPACE/NAME [...].
+
+    KIND is deployment, statefulset or daemonset (statefulset/prod/ledger). Prompts for each approver's code.
+    """
     for t in targets:
-        ns, sep, name = t.partition("/")
-        if not (sep and ns and name):
-            raise click.BadParameter(f"{t!r}: expected NAMESPACE/DEPLOYMENT", param_hint="TARGETS")
+        try:
+            Target.parse_strict(t)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="TARGETS") from None
+    if to_revision is not None and len(targets) != 1:
+        raise click.BadParameter("names a revision of one target only", param_hint="--to-revision")
     approvals = [{"approver": a, "code": _prompt_code(a)} for a in approvers]
-    data = _api(ctx).call(
-        "POST", "/api/v1/rollbacks", {"targets": list(targets), "reason": reason, "approvals": approvals}
-    )
+    body: dict[str, Any] = {"targets": list(targets), "reason": reason, "approvals": approvals}
+    if to_revision is not None:
+        body["to_revision"] = to_revision
+    data = _api(ctx).call("POST", "/api/v1/rollbacks", body)
     _show(ctx, data, f"rollback incident {data['id']}: {data['state']}")

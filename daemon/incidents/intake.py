@@ -99,9 +99,18 @@ class Intake:
         return records
 
     async def manual_rollback(
-        self, targets: Sequence[Target], reason: str, approvals: Sequence[tuple[str, str]], *, via: str = "api"
+        self,
+        targets: Sequence[Target],
+        reason: str,
+        approvals: Sequence[tuple[str, str]],
+        *,
+        via: str = "api",
+        to_revision: int | None = None,
     ) -> IncidentRecord:
-        """Break-glass (seed 8.2): every code verified, the manual quorum met, then an incident that rolls back."""
+        """Break-glass (seed 8.2): every code verified, the manual quorum met, then an incident that rolls back.
+
+        ``to_revision`` is kubectl's ``--to-revision``; None undoes to the previous revision.
+        """
         if not targets or not approvals:
             raise NotPermittedError("a manual rollback needs at least one target and one approver")
         names = [n for n, _ in approvals]
@@ -110,7 +119,7 @@ class Intake:
         requirement = self._manual_requirement()
         decision = Decision(
             rule=MANUAL_RULE, severity=Severity.P0, action=ActionKind.ROLLBACK_NOW, targets=tuple(targets),
-            approval=requirement, reason=reason,
+            approval=requirement, reason=reason, to_revision=to_revision,
         )  # fmt: skip
         verified = [await self._approvers.verify(name, code) for name, code in approvals]
         probe = Incident("probe", decision, State.AWAITING_APPROVAL, self._clock.now(), self._clock.now())

@@ -25,8 +25,9 @@ from daemon.deploys import DeployEvent, DeployHistory, DeployKind
 from daemon.model import Target
 from daemon.store.db import Store
 from daemon.store.tables import DeployRow
+from daemon.target import WorkloadKind
 
-# Rows per INSERT: 12 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
+# Rows per INSERT: 13 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
 _INSERT_CHUNK = 500
 
 
@@ -44,6 +45,7 @@ def _event(row: DeployRow) -> DeployEvent:
         commit=row.commit,
         author=row.author,
         migration=row.migration,
+        workload_kind=WorkloadKind(row.workload_kind or WorkloadKind.DEPLOYMENT),
     )
 
 
@@ -60,6 +62,7 @@ def _values(event: DeployEvent) -> dict[str, Any]:
         "commit": event.commit,
         "author": event.author,
         "migration": event.migration,
+        "workload_kind": event.workload_kind.value,
         "at": event.at,
     }
 
@@ -119,7 +122,10 @@ class DeployHistoryStore:
     ) -> DeployHistory:
         """Deploys of any of ``targets`` or of ``service`` since ``since``, newest first."""
         matches: list[ColumnElement[bool]] = [
-            (DeployRow.namespace == t.namespace) & (DeployRow.deployment == t.name) for t in targets
+            (DeployRow.namespace == t.namespace)
+            & (DeployRow.deployment == t.name)
+            & (DeployRow.workload_kind == t.kind.value)
+            for t in targets
         ]
         if service:
             matches.append(DeployRow.service == service)

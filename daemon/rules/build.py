@@ -7,7 +7,6 @@ Every problem is reported with the file, line and field it comes from.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -29,8 +28,6 @@ from daemon.rules.index import RuleIndex
 from daemon.rules.loader import LoadedDoc, Loc, RuleError, format_loc
 from daemon.rules.ruleset import RuleSet
 from daemon.rules.schema import ApprovalDef, DecisionDef, ThresholdDef, VerifyDef
-
-_TARGET = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass
@@ -160,10 +157,10 @@ def _guard(ctx: _Ctx) -> Guard | None:
 def _targets(ctx: _Ctx, doc: LoadedDoc, loc: Loc, texts: Sequence[str]) -> tuple[Target, ...]:
     out = []
     for i, text in enumerate(texts):
-        if not _TARGET.match(text):
-            ctx.err(doc, (*loc, i), f"found {text!r}, expected namespace/deployment (e.g. prod/api-gateway)")
-            continue
-        out.append(Target.parse(text))
+        try:
+            out.append(Target.parse_strict(text))
+        except ValueError as exc:
+            ctx.err(doc, (*loc, i), str(exc))
     return tuple(out)
 
 

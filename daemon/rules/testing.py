@@ -27,7 +27,7 @@ from daemon.rules.loader import RuleError, parse_yaml
 from daemon.rules.registry import load_ruleset
 from daemon.rules.ruleset import RuleSet
 from daemon.rules.schema import ApprovalDef
-from daemon.target import target_from_labels
+from daemon.target import WorkloadKind, target_from_labels
 
 
 class _Strict(BaseModel):
@@ -40,6 +40,7 @@ class DeployStep(_Strict):
     namespace: str = "default"
     deployment: str
     kind: DeployKind = DeployKind.SUCCEEDED
+    workload_kind: WorkloadKind = WorkloadKind.DEPLOYMENT  # statefulset, daemonset: the deploy event's kind
     revision: int | None = None
     version: str = ""
     image: str = ""
@@ -170,6 +171,7 @@ def _deploy(step: DeployStep, when: datetime, i: int) -> DeployEvent:
         image=step.image,
         version=step.version,
         migration=step.migration,
+        workload_kind=step.workload_kind,
     )
 
 

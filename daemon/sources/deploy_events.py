@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from daemon.deploys import DeployEvent, DeployKind
 from daemon.errors import InputError
 from daemon.sources.common import utc
+from daemon.target import WorkloadKind
 
 MAX_MESSAGE_BYTES = 1 << 20
 
@@ -70,6 +71,8 @@ _PROPS = schema("deploy-event.v1.json")["properties"]
 _NAMESPACE = re.compile(_PROPS["namespace"]["pattern"])
 _DEPLOYMENT = re.compile(_PROPS["deployment"]["pattern"])
 _MAX_LENGTH = {k: v["maxLength"] for k, v in _PROPS.items() if "maxLength" in v}
+# The manifest's ``kind`` spelling the schema takes, and the workload kind each one names.
+_WORKLOAD_KINDS = {k.api_kind: k for k in WorkloadKind if k.api_kind in _PROPS["kind"]["enum"]}
 
 
 def _text(document: dict[str, Any], key: str, *, required: bool) -> bool:
@@ -108,6 +111,8 @@ def _plainly_valid(document: Any) -> bool:
         and (revision is None or (type(revision) is int and revision >= 1))
         and all(_text(document, key, required=False) for key in ("image", "version", "commit", "author"))
         and type(document.get("migration", False)) is bool
+        and type(document.get("kind", "Deployment")) is str
+        and document.get("kind", "Deployment") in _WORKLOAD_KINDS
         and type(stamps) is dict
         and "occurred_at" in stamps
         and _STAMPS.issuperset(stamps)
@@ -146,4 +151,5 @@ def parse_deploy_event(value: bytes | None) -> DeployEvent:
         commit=document.get("commit", ""),
         author=document.get("author", ""),
         migration=bool(document.get("migration", False)),
+        workload_kind=_WORKLOAD_KINDS[document.get("kind", "Deployment")],
     )

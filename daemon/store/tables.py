@@ -66,7 +66,8 @@ class DeployRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     service: Mapped[str] = mapped_column(String(255), index=True)
     namespace: Mapped[str] = mapped_column(String(255))
-    deployment: Mapped[str] = mapped_column(String(255))
+    deployment: Mapped[str] = mapped_column(String(255))  # the workload's name, of any kind
+    workload_kind: Mapped[str] = mapped_column(String(16), default="deployment", server_default="deployment")
     revision: Mapped[int | None] = mapped_column(Integer, default=None)
     image: Mapped[str] = mapped_column(String(512), default="")
     version: Mapped[str] = mapped_column(String(255), default="")
@@ -208,7 +209,8 @@ class RollbackIntentRow(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)  # idempotency key
     incident_id: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
     namespace: Mapped[str] = mapped_column(String(255))
-    deployment: Mapped[str] = mapped_column(String(255))
+    deployment: Mapped[str] = mapped_column(String(255))  # the workload's name, of any kind
+    kind: Mapped[str] = mapped_column(String(16), default="deployment", server_default="deployment")
     from_revision: Mapped[int | None] = mapped_column(Integer, default=None)
     to_revision: Mapped[int | None] = mapped_column(Integer, default=None)
     state: Mapped[str] = mapped_column(String(16))  # planned | applied | ready | verified | failed | interrupted

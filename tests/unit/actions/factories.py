@@ -72,3 +72,55 @@ def history() -> list[dict[str, Any]]:
         replicaset("2", "web:v2", created="2026-01-02T00:00:00Z", annotations={"note": "two"}),
         replicaset("3", "web:v3", created="2026-01-03T00:00:00Z", annotations={"note": "three"}),
     ]
+
+
+WORKLOAD_UID = "sts-uid-1"
+
+
+def workload(kind: str, image: str, *, partition: int | None = None, strategy: str = "RollingUpdate") -> dict[str, Any]:
+    """A StatefulSet or DaemonSet as the API server serves it (defaults filled in)."""
+    update: dict[str, Any] = {"type": strategy}
+    if strategy == "RollingUpdate":
+        update["rollingUpdate"] = {"partition": partition or 0} if kind == "StatefulSet" else {"maxUnavailable": 1}
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": template(image),
+        "updateStrategy": update,
+        "revisionHistoryLimit": 10,
+    }
+    if kind == "StatefulSet":
+        spec["replicas"] = 3
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": "web", "namespace": "prod", "uid": WORKLOAD_UID, "generation": 3},
+        "spec": spec,
+        "status": {"observedGeneration": 3},
+    }
+
+
+def controller_revision(
+    number: int, image: str, *, owner: str = WORKLOAD_UID, kind: str = "StatefulSet"
+) -> dict[str, Any]:
+    """A ControllerRevision as the StatefulSet/DaemonSet controller writes it: the template to restore."""
+    hash_ = f"h{image.rsplit(':', 1)[-1]}"
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": f"web-{hash_}",
+            "namespace": "prod",
+            "labels": {"app": "web", "controller-revision-hash": hash_},
+            "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": kind, "name": "web", "uid": owner, "controller": True}
+            ],
+        },
+        "revision": number,
+        "data": {"spec": {"template": {**template(image), "$patch": "replace"}}},
+    }
+
+
+def revision_history(kind: str = "StatefulSet") -> list[dict[str, Any]]:
+    """Revisions 1..3 (v1..v3), listed out of order as the API may return them."""
+    return [controller_revision(3, "web:v3", kind=kind), controller_revision(1, "web:v1", kind=kind),
+            controller_revision(2, "web:v2", kind=kind)]  # fmt: skip

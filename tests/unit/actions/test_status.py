@@ -10,7 +10,8 @@ import pytest
 from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, rollout_state, wait_for_rollout
 from daemon.clock import FakeClock
 from daemon.model import Target
-from tests.unit.actions.factories import deployment
+from daemon.target import WorkloadKind
+from tests.unit.actions.factories import deployment, workload
 
 
 def with_status(**status: Any) -> dict[str, Any]:
@@ -50,7 +51,7 @@ class StuckDeployment:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+    async def get_workload(self, target: Target) -> dict[str, Any]:
         self.calls += 1
         return with_status(updatedReplicas=1, replicas=2)
 
@@ -67,3 +68,74 @@ async def test_wait_times_out_in_fake_time(clock: FakeClock) -> None:
     with pytest.raises(RolloutTimeoutError, match=r"not finished after 300s: .*1 out of 2 new replicas"):
         await task
     assert kube.calls == 301  # one look per second, the last one at the deadline
+
+
+def sts_with(
+    status: dict[str, Any], *, partition: int | None = None, strategy: str = "RollingUpdate"
+) -> dict[str, Any]:
+    sts = workload("StatefulSet", "web:v1", partition=partition, strategy=strategy)
+    sts["status"] = {"observedGeneration": 3, **status}
+    return sts
+
+
+@pytest.mark.parametrize(
+    ("status", "partition", "done", "message"),
+    [
+        ({"observedGeneration": 0}, None, False, "Waiting for statefulset spec update to be observed..."),
+        ({"observedGeneration": 2}, None, False, "Waiting for statefulset spec update to be observed..."),
+        ({"readyReplicas": 2}, None, False, "Waiting for 1 pods to be ready..."),
+        ({"readyReplicas": 3, "updatedReplicas": 1}, None, False,
+         "Waiting for partitioned roll out to finish: 1 out of 3 new pods have been updated..."),
+        ({"readyReplicas": 3, "updatedReplicas": 1}, 2, True,
+         "partitioned roll out complete: 1 new pods have been updated..."),
+        ({"readyReplicas": 3, "updatedReplicas": 0}, 2, False,
+         "Waiting for partitioned roll out to finish: 0 out of 1 new pods have been updated..."),
+        ({"readyReplicas": 3, "updatedReplicas": 3}, None, True,
+         "partitioned roll out complete: 3 new pods have been updated..."),
+    ],
+)  # fmt: skip
+def test_statefulset_state_as_kubectl(status: dict[str, Any], partition: int | None, done: bool, message: str) -> None:
+    state = rollout_state(sts_with(status, partition=partition), WorkloadKind.STATEFULSET)
+    assert (state.done, state.message) == (done, message)
+
+
+def test_statefulset_without_rolling_update_compares_revisions() -> None:
+    sts = sts_with({"readyReplicas": 3, "updatedReplicas": 3, "currentReplicas": 3,
+                    "updateRevision": "web-b", "currentRevision": "web-a"})  # fmt: skip
+    del sts["spec"]["updateStrategy"]["rollingUpdate"]
+    state = rollout_state(sts, WorkloadKind.STATEFULSET)
+    assert (state.done, state.message) == (
+        False,
+        "waiting for statefulset rolling update to complete 3 pods at revision web-b...",
+    )
+    sts["status"]["currentRevision"] = "web-b"
+    state = rollout_state(sts, WorkloadKind.STATEFULSET)
+    assert (state.done, state.message) == (True, "statefulset rolling update complete 3 pods at revision web-b...")
+
+
+@pytest.mark.parametrize("api_kind", ["StatefulSet", "DaemonSet"])
+def test_on_delete_is_template_restored_pods_not_replaced(api_kind: str) -> None:
+    obj = workload(api_kind, "web:v1", strategy="OnDelete")
+    state = rollout_state(obj, WorkloadKind.parse(api_kind))
+    assert state.done
+    assert "template restored, pods not replaced" in state.message
+    assert "OnDelete" in state.message
+
+
+@pytest.mark.parametrize(
+    ("status", "done", "message"),
+    [
+        ({"observedGeneration": 2}, False, "Waiting for daemon set spec update to be observed..."),
+        ({"desiredNumberScheduled": 3, "updatedNumberScheduled": 1}, False,
+         'Waiting for daemon set "web" rollout to finish: 1 out of 3 new pods have been updated...'),
+        ({"desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 2}, False,
+         'Waiting for daemon set "web" rollout to finish: 2 of 3 updated pods are available...'),
+        ({"desiredNumberScheduled": 3, "updatedNumberScheduled": 3, "numberAvailable": 3}, True,
+         'daemon set "web" successfully rolled out'),
+    ],
+)  # fmt: skip
+def test_daemonset_state_as_kubectl(status: dict[str, Any], done: bool, message: str) -> None:
+    ds = workload("DaemonSet", "web:v1")
+    ds["status"] = {"observedGeneration": 3, **status}
+    state = rollout_state(ds, WorkloadKind.DAEMONSET)
+    assert (state.done, state.message) == (done, message)

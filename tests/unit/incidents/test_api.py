@@ -15,6 +15,7 @@ from daemon.clock import FakeClock
 from daemon.config import ApiToken
 from daemon.incidents.service import IncidentService
 from daemon.model import Target
+from daemon.target import WorkloadKind
 from tests.api_app import app_for
 from tests.unit.incidents.conftest import FakeExecutor, Secrets
 from tests.unit.incidents.test_service import CTO_AND_DATA, alert, decision
@@ -134,3 +135,29 @@ async def test_break_glass_rollback_through_the_api(
     assert [req.targets for req in executor.requests] == [(Target("shop", "web"),)]
     assert not any(c["code"] in r.text for c in codes)
     assert json.loads(r.text)["decision"]["rule"] == "manual-rollback"
+
+
+async def test_break_glass_names_a_statefulset_and_a_revision(
+    client: httpx.AsyncClient, service: IncidentService, executor: FakeExecutor, approver_secrets: Secrets,
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    codes = [{"approver": n, "code": approver_secrets.totp[n].at(clock.now())} for n in ("sre1", "sre2")]
+    body = {"targets": ["statefulset/shop/ledger"], "reason": "bad release", "approvals": codes, "to_revision": 3}
+    bad = await client.post(
+        "/api/v1/rollbacks", json={**body, "targets": ["cronjob/shop/nightly"]}, headers=auth("responder")
+    )
+    assert bad.status_code == 400
+    assert "unknown workload kind 'cronjob'" in bad.json()["detail"]
+    two = await client.post(
+        "/api/v1/rollbacks", json={**body, "targets": ["shop/web", "shop/api"]}, headers=auth("responder")
+    )
+    assert two.status_code == 400
+    assert two.json()["detail"] == "to_revision: names a revision of one target only"
+    r = await client.post("/api/v1/rollbacks", json=body, headers=auth("responder"))
+    assert r.status_code == 201, r.text
+    await service.idle()
+    [request] = executor.requests
+    assert request.targets == (Target("shop", "ledger", WorkloadKind.STATEFULSET),)
+    assert request.to_revision == 3
+    assert r.json()["decision"]["targets"] == ["statefulset/shop/ledger"]
+    assert r.json()["decision"]["to_revision"] == 3

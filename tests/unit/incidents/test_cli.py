@@ -15,6 +15,8 @@ from daemon.api.auth import TokenAuth
 from daemon.cli.incidents import ack, approve, incidents, rollback
 from daemon.clock import FakeClock
 from daemon.incidents.service import IncidentService
+from daemon.model import Target
+from daemon.target import WorkloadKind
 from tests.api_app import app_for
 from tests.unit.incidents.conftest import FakeExecutor, Secrets
 from tests.unit.incidents.test_api import _token
@@ -80,3 +82,22 @@ async def test_ack_and_break_glass_rollback(
     assert result.exit_code == 0, result.output
     await service.idle()
     assert [r.automatic for r in executor.requests] == [False]
+
+
+async def test_break_glass_rollback_of_a_statefulset_to_a_revision(
+    url: str, service: IncidentService, executor: FakeExecutor, approver_secrets: Secrets, clock: FakeClock
+) -> None:
+    codes = "".join(f"{approver_secrets.totp[n].at(clock.now())}\n" for n in ("sre1", "sre2"))
+    common = ["--reason", "bad release", "--approver", "sre1", "--approver", "sre2", "--url", url]
+    bad = await run(rollback, ["ledger", *common], input=codes)
+    assert bad.exit_code == 2
+    assert "expected NAMESPACE/NAME (a Deployment) or KIND/NAMESPACE/NAME" in bad.output
+    two = await run(rollback, ["shop/web", "shop/api", "--to-revision", "3", *common], input=codes)
+    assert two.exit_code == 2
+    assert "names a revision of one target only" in two.output
+    result = await run(rollback, ["statefulset/shop/ledger", "--to-revision", "3", *common], input=codes)
+    assert result.exit_code == 0, result.output
+    await service.idle()
+    [request] = executor.requests
+    assert request.targets == (Target("shop", "ledger", WorkloadKind.STATEFULSET),)
+    assert request.to_revision == 3

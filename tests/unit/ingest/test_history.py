@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from daemon.ingest import DeployHistoryStore
 from daemon.model import Target
 from daemon.store.db import Store
+from daemon.target import WorkloadKind
 
 from .helpers import T0, deploy
 
@@ -33,3 +35,12 @@ async def test_snapshot_by_service_and_since(store: Store) -> None:
     assert [e.event_id for e in snap.events] == ["new"]
     assert snap.latest_for(service="shop-web") is not None
     assert (await history.snapshot([], None, T0)).events == ()
+
+
+async def test_a_statefulset_and_a_deployment_of_one_name_have_their_own_history(store: Store) -> None:
+    history = DeployHistoryStore(store)
+    await history.record(deploy("dep", minutes=0))
+    await history.record(replace(deploy("sts", minutes=5), workload_kind=WorkloadKind.STATEFULSET))
+    snap = await history.snapshot([Target("shop", "web", WorkloadKind.STATEFULSET)], None, T0)
+    assert [(e.event_id, e.target) for e in snap.events] == [("sts", Target("shop", "web", WorkloadKind.STATEFULSET))]
+    assert [e.event_id for e in (await history.snapshot([Target("shop", "web")], None, T0)).events] == ["dep"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from daemon.deploys import DeployHistory, DeployKind
 from daemon.model import ActionKind, QuorumMode, Target
 from daemon.rules import RuleSet, load_ruleset
+from daemon.target import WorkloadKind
 
 from .conftest import BASE, SHIPPED, alert, deploy
 
@@ -152,3 +154,32 @@ def test_shipped_rules_expose_what_other_stages_need() -> None:
     spec = {s.name: s for s in rs.threshold_specs}["ApplicationResponseTime"]
     assert (spec.comparator.value, spec.threshold, spec.for_s, spec.channels) == (">", 0.5, 300, ("slack", "pagerduty"))
     assert rs.rule_count == 22
+
+
+def test_a_statefulset_alert_correlates_with_its_own_deploys_only(write: Callable[[str, str], Path]) -> None:
+    """kube-state-metrics' ``statefulset`` label names the target; a Deployment of the same name is another workload."""
+    rs = ruleset(write)
+    sts = WorkloadKind.STATEFULSET
+    history = DeployHistory((
+        deploy(25, 12),  # the Deployment web: not this alert's workload
+        replace(deploy(20, 8), workload_kind=sts, event_id="s8"),
+        replace(deploy(0, 7), workload_kind=sts, event_id="s7"),
+    ))  # fmt: skip
+    [_, d] = rs.evaluate(alert("ErrorRate", 30, 0.2, env="prod", namespace="prod", statefulset="web"), history)
+    assert d.targets == (Target("prod", "web", sts),)
+    assert d.deploy is not None
+    assert (d.deploy.event_id, d.to_revision) == ("s8", 7)
+    assert d.to_json()["targets"] == ["statefulset/prod/web"]
+
+
+def test_fixed_targets_of_any_kind_and_clear_errors(write: Callable[[str, str], Path]) -> None:
+    text = RULES.replace(
+        "targets: [prod/api-gateway, prod/ai-inference]", "targets: [prod/api-gateway, sts/prod/ledger]"
+    )
+    rs, errors, _ = load_ruleset([write("r.yaml", text)])
+    assert rs is not None, errors
+    [d] = rs.evaluate(alert("GroupDown", 1, env="staging"), DeployHistory())
+    assert d.targets == (Target("prod", "api-gateway"), Target("prod", "ledger", WorkloadKind.STATEFULSET))
+    rs, errors, _ = load_ruleset([write("r.yaml", RULES.replace("prod/ai-inference", "cronjob/prod/nightly"))])
+    assert rs is None
+    assert "unknown workload kind 'cronjob'" in str(errors)

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.deploys import DeployKind
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.errors import InputError
 from daemon.sources.deploy_events import _plainly_valid, parse_deploy_event, validator
+from daemon.target import Target, WorkloadKind
 
 
 def event(**overrides: Any) -> dict[str, Any]:
@@ -50,6 +51,19 @@ def test_a_valid_event_carries_every_field() -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "expected"),
+    [("StatefulSet", WorkloadKind.STATEFULSET), ("DaemonSet", WorkloadKind.DAEMONSET), (None, WorkloadKind.DEPLOYMENT)],
+)
+def test_an_event_names_the_workload_kind(kind: str | None, expected: WorkloadKind) -> None:
+    body = event() if kind is None else event(kind=kind)
+    assert _plainly_valid(body)
+    ev = parse_deploy_event(json.dumps(body).encode())
+    assert ev.workload_kind is expected
+    assert ev.target == Target("shop", "checkout-web", expected)
+    assert DeployEvent.from_json(ev.to_json()) == ev
+
+
+@pytest.mark.parametrize(
     ("body", "reason", "field"),
     [
         (b"not json", "malformed_json", "(message)"),
@@ -58,6 +72,8 @@ def test_a_valid_event_carries_every_field() -> None:
         (json.dumps(event(schema_version=2)).encode(), "schema_invalid", "schema_version"),
         (json.dumps(event(revision="7")).encode(), "schema_invalid", "revision"),
         (json.dumps(event(surprise=1)).encode(), "schema_invalid", "(document)"),
+        (json.dumps(event(kind="CronJob")).encode(), "schema_invalid", "kind"),
+        (json.dumps(event(kind="statefulset")).encode(), "schema_invalid", "kind"),
         (json.dumps(event(timestamps={"occurred_at": "tuesday"})).encode(), "schema_invalid", "timestamps.occurred_at"),
         (
             json.dumps(event(timestamps={"occurred_at": "2026-01-01T10:00:00"})).encode(),
@@ -82,7 +98,22 @@ _values = st.one_of(
     st.booleans(),
     st.integers(min_value=-2, max_value=3),
     st.floats(allow_nan=False, min_value=-2, max_value=3),
-    st.sampled_from(["", "a", "shop", "Shop", "shop\n", "-x", "a.b", "succeeded", "x" * 256, "2026-01-01T10:00:00Z"]),
+    st.sampled_from(
+        [
+            "StatefulSet",
+            "Job",
+            "",
+            "a",
+            "shop",
+            "Shop",
+            "shop\n",
+            "-x",
+            "a.b",
+            "succeeded",
+            "x" * 256,
+            "2026-01-01T10:00:00Z",
+        ]
+    ),
     st.lists(st.integers(), max_size=1),
     st.dictionaries(st.sampled_from(["occurred_at", "started_at", "finished_at", "extra"]), st.text(max_size=3)),
 )
@@ -96,7 +127,7 @@ def test_ordinary_events_take_the_fast_path() -> None:
 
 
 @given(
-    changes=st.dictionaries(st.sampled_from([*event(), "surprise"]), _values, max_size=3),
+    changes=st.dictionaries(st.sampled_from([*event(), "kind", "surprise"]), _values, max_size=3),
     drop=st.sets(st.sampled_from(list(event())), max_size=2),
 )
 def test_the_fast_path_never_accepts_what_the_schema_rejects(changes: dict[str, Any], drop: set[str]) -> None:
@@ -118,6 +149,8 @@ def test_the_fast_path_never_accepts_what_the_schema_rejects(changes: dict[str, 
         event(timestamps={"occurred_at": "t", "ended_at": "t"}),
         event(timestamps={"started_at": "t"}),
         event(surprise=1),
+        event(kind=["StatefulSet"]),
+        event(kind=None),
         [event()],
     ],
 )
