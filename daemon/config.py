@@ -57,12 +57,39 @@ class SecretRef(_Group):
 TokenScope = Literal["read", "ack", "approve", "admin", "ingest", "responder"]
 
 
+class RateLimit(_Group):
+    """A token bucket: ``burst`` requests at once, refilled at ``per_second``."""
+
+    per_second: float = Field(gt=0, description="Sustained requests per second.")
+    burst: int = Field(ge=1, description="Requests allowed at once before the rate applies.")
+
+
 class ApiToken(_Group):
     """A bearer token for the HTTP API, stored as the SHA-256 hex of the token."""
 
     name: str = Field(description="Who holds the token; appears in the audit log.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the token.")
     scopes: list[TokenScope] = Field(description="What the token may do.")
+    rate_limit: RateLimit | None = Field(
+        None,
+        description="Over this rate the token gets 429 with Retry-After. Default: http.rate_limit for tokens "
+        "without the ingest scope; ingest tokens are unlimited unless given one here (an alert storm is "
+        "never refused by default).",
+    )
+
+
+class AlertLimits(_Group):
+    """Bounds on one alert, in the spirit of Prometheus' label_limit and label_*_length_limit.
+
+    An alert over a bound is refused with 400 naming the bound; the valid alerts of the
+    same request are still accepted, as Alertmanager's API does.
+    """
+
+    max_labels: int = Field(64, ge=1, description="Labels per alert.")
+    max_annotations: int = Field(64, ge=1, description="Annotations per alert.")
+    max_name_length: int = Field(256, ge=1, description="Characters in a label or annotation name.")
+    max_label_value_length: int = Field(2048, ge=1, description="Characters in a label value.")
+    max_annotation_value_length: int = Field(16384, ge=1, description="Characters in an annotation value.")
 
 
 class HttpSettings(_Group):
@@ -77,7 +104,13 @@ class HttpSettings(_Group):
         None, description="Optional HMAC-SHA256 key; when set, webhooks must carry X-Rollbackd-Signature."
     )
     auth_required: bool = Field(
-        True, description="Require bearer tokens. Only the embedded loopback default may turn this off."
+        True,
+        description="Require bearer tokens. false is refused at start-up unless host is a loopback address, "
+        "where every start logs a warning.",
+    )
+    alert_limits: AlertLimits = AlertLimits()
+    rate_limit: RateLimit | None = Field(
+        None, description="Default per-token rate for tokens without the ingest scope (none: unlimited)."
     )
 
 

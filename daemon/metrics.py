@@ -118,3 +118,10 @@ OUTBOX_PENDING = Gauge("rollbackd_outbox_pending", "Notifications waiting for de
 HTTP_REQUESTS = Counter(
     "rollbackd_http_requests", "HTTP requests, by route and status.", ["route", "status"], registry=REGISTRY
 )
+HTTP_REJECTED = Counter(
+    "rollbackd_http_rejected",
+    "HTTP requests refused (4xx, 503), by route template and reason (body_too_large, "
+    "unsupported_media_type, label_limit, rate_limited, unauthenticated, ...).",
+    ["route", "reason"],
+    registry=REGISTRY,
+)

@@ -2,8 +2,8 @@
 
 The components arrive as one typed ``ApiState`` (``api.state``), which every
 router reads with ``state_of``; nothing here creates them. Every request is
-counted by route template and status, and bodies are limited before any
-handler reads them.
+counted by route template and status, every refusal by route and reason
+(``api.rejections``), and bodies are limited before any handler reads them.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
 from daemon.api import health, incidents, pagerduty, rules, slack, webhooks
 from daemon.api.limits import BodyLimitMiddleware
+from daemon.api.rejections import is_rejection, mark, reason_of
 from daemon.api.state import ApiState
 from daemon.errors import TemporaryError
-from daemon.metrics import HTTP_REQUESTS, INPUT_REJECTED
+from daemon.metrics import HTTP_REJECTED, HTTP_REQUESTS, INPUT_REJECTED
 from daemon.redact import redact
 from daemon.web import routes as web
 
@@ -44,16 +46,18 @@ def build_app(state: ApiState, *, max_body_bytes: int = 1 << 20) -> FastAPI:
     app.add_exception_handler(TemporaryError, _temporary_error)
     # Both pure ASGI: Starlette's BaseHTTPMiddleware would wrap a handler's exception (the body
     # limit's, when a chunked body runs over) in an ExceptionGroup, and the 413 became a 500.
-    app.add_middleware(RequestCounter)
+    # The counter is added last, so it is outermost and also counts the body limit's 413s.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(RequestCounter, routes=app.router.routes)
     return app
 
 
 class RequestCounter:
-    """Counts every request by route template and the status it was answered with."""
+    """Counts every request by route template and status, and every refusal by route and reason."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
         self.app = app
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,13 +75,32 @@ class RequestCounter:
             await self.app(scope, receive, noting_send)
         finally:
             # The router wrote the matched route into this same scope on its way down.
-            path = getattr(scope.get("route"), "path", "unmatched")
+            path = getattr(scope.get("route"), "path", None) or self._route_of(scope)
             HTTP_REQUESTS.labels(route=path, status=str(status)).inc()
+            if is_rejection(status):
+                HTTP_REJECTED.labels(route=path, reason=reason_of(scope, status)).inc()
+
+    def _route_of(self, scope: Scope) -> str:
+        """The template of the route a request refused before routing (the body limit) was meant for."""
+        return _template(self._routes, scope) or "unmatched"
 
 
-async def _temporary_error(_request: Request, exc: Exception) -> JSONResponse:
+def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.FULL:
+            continue
+        inner = getattr(route, "original_router", None)  # FastAPI wraps each included router
+        if inner is not None:
+            return _template(list(inner.routes), scope)
+        return str(getattr(route, "path", "")) or None
+    return None
+
+
+async def _temporary_error(request: Request, exc: Exception) -> JSONResponse:
     """Any route whose work hit a passing failure (the store unreachable): 503, and when to try again."""
     assert isinstance(exc, TemporaryError)  # noqa: S101 - registered for this type only
+    mark(request.scope, exc.reason)
     retry_after = str(max(1, math.ceil(exc.delay or 5.0)))
     return JSONResponse(
         status_code=503,
@@ -95,4 +118,5 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     route = request.scope.get("route")
     INPUT_REJECTED.labels(source=getattr(route, "path", "http"), reason="invalid_body").inc()
+    mark(request.scope, "invalid_body")
     return JSONResponse(status_code=400, content=redact({"detail": "invalid request", "errors": errors}))

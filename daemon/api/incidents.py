@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.auth import Principal, require
+from daemon.api.rejections import require_json
 from daemon.api.state import state_of
 from daemon.errors import RollbackdError
 from daemon.incidents.errors import (
@@ -30,6 +31,8 @@ from daemon.incidents.service import IncidentService
 from daemon.model import Target
 
 router = APIRouter(prefix="/api/v1", tags=["incidents"])
+# After the auth dependency in each signature, so an unauthenticated caller gets 401 before 415.
+_Json = Annotated[None, Depends(require_json)]
 
 _STATES = Literal[
     "open", "awaiting_approval", "approved", "rolling_back", "verifying",
@@ -58,14 +61,9 @@ class ApprovalCode(_Body):
 
 
 class RollbackBody(_Body):
-    targets: list[str] = Field(
-        min_length=1, max_length=50, description="NAMESPACE/NAME (a Deployment) or KIND/NAMESPACE/NAME"
-    )
+    targets: list[str] = Field(min_length=1, max_length=50, description="NAMESPACE/DEPLOYMENT")
     reason: str = Field(min_length=1, max_length=2000)
     approvals: list[ApprovalCode] = Field(min_length=1, max_length=10)
-    to_revision: int | None = Field(
-        None, ge=1, description="Undo to this revision (kubectl's --to-revision); one target only. Default: previous."
-    )
 
 
 class IncidentList(_Body):
@@ -129,6 +127,7 @@ async def ack_incident(
     request: Request,
     incident_id: str,
     principal: Annotated[Principal, Depends(require("ack"))],
+    _json: _Json,
     body: AckBody | None = None,
 ) -> Any:
     actor = (body.actor if body and body.actor else None) or principal.name
@@ -150,37 +149,42 @@ async def _verdict(request: Request, incident_id: str, body: VerdictBody, *, rej
 
 @router.post("/incidents/{incident_id}/approve")
 async def approve_incident(
-    request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
+    request: Request,
+    incident_id: str,
+    body: VerdictBody,
+    _p: Annotated[Principal, Depends(require("approve"))],
+    _json: _Json,
 ) -> Any:
     return await _verdict(request, incident_id, body, reject=False)
 
 
 @router.post("/incidents/{incident_id}/reject")
 async def reject_incident(
-    request: Request, incident_id: str, body: VerdictBody, _p: Annotated[Principal, Depends(require("approve"))]
+    request: Request,
+    incident_id: str,
+    body: VerdictBody,
+    _p: Annotated[Principal, Depends(require("approve"))],
+    _json: _Json,
 ) -> Any:
     return await _verdict(request, incident_id, body, reject=True)
 
 
 @router.post("/rollbacks", status_code=status.HTTP_201_CREATED)
 async def break_glass_rollback(
-    request: Request, body: RollbackBody, _p: Annotated[Principal, Depends(require("approve"))]
+    request: Request, body: RollbackBody, _p: Annotated[Principal, Depends(require("approve"))], _json: _Json
 ) -> Any:
     """Break-glass manual rollback (seed 8.2): every approver's code, the manual quorum, then the rollback."""
     targets = []
     for text in body.targets:
-        try:
-            targets.append(Target.parse_strict(text))
-        except ValueError as exc:
-            return JSONResponse(status_code=400, content={"detail": f"target: {exc}"})
-    if body.to_revision is not None and len(targets) != 1:
-        # Revision numbers are per workload: one number for several would restore arbitrary templates.
-        return JSONResponse(status_code=400, content={"detail": "to_revision: names a revision of one target only"})
+        target = Target.parse(text)
+        if not target.namespace or not target.name:
+            return JSONResponse(status_code=400, content={"detail": f"target {text!r}: expected NAMESPACE/DEPLOYMENT"})
+        targets.append(target)
     try:
         view = await _service(request).manual_rollback(
-            targets, body.reason, [(a.approver, a.code) for a in body.approvals], via="api",
-            to_revision=body.to_revision,
-        )  # fmt: skip
+            targets, body.reason, [(a.approver, a.code) for a in body.approvals], via="api"
+        )
     except RollbackdError as exc:
         return _error(exc)
-    return view.to_json()
+    location = str(request.url_for("get_incident", incident_id=view.id).path)
+    return JSONResponse(view.to_json(), status_code=status.HTTP_201_CREATED, headers={"Location": location})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from daemon.api.rejections import mark
 from daemon.metrics import INPUT_REJECTED
 
 
@@ -62,6 +63,7 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, send: Send) -> None:
         INPUT_REJECTED.labels(source="http", reason="body_too_large").inc()
+        mark(scope, "body_too_large")
         body = f'{{"detail":"request body larger than {self.max_bytes} bytes"}}'.encode()
         await send(
             {

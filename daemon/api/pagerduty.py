@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from daemon.api.rejections import check_json, mark
 from daemon.api.state import state_of
 from daemon.errors import PermanentError, TemporaryError
 from daemon.logs import get_logger
@@ -92,10 +93,12 @@ async def webhook(request: Request) -> dict[str, Any]:
     if not secrets:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="PagerDuty webhook secrets are not configured")
     verify_pagerduty_request(secrets, request.headers.get("x-pagerduty-signature"), body)
+    check_json(request)  # after the signature, so an unsigned caller learns nothing about the body
     try:
         event = Webhook.model_validate_json(body).event
     except ValidationError:
         INPUT_REJECTED.labels(source="pagerduty", reason="bad_payload").inc()
+        mark(request.scope, "bad_payload")
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="expected a v3 webhook: {'event': {...}}") from None
     incident_id = incident_id_from_dedup_key(event.data.incident_key if event.data else None)
     if event.event_type not in HANDLED or incident_id is None:

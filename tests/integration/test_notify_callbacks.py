@@ -180,7 +180,9 @@ async def test_pagerduty_ack_acknowledges_and_updates_slack(
 
     body = webhook_body("incident.acknowledged", dedup_key="rollbackd-inc1", agent_id="PADA001", event_id="EV1")
     # Signed with the new secret only, among several signatures: rotation keeps working.
-    headers = {"X-PagerDuty-Signature": sign_webhook(["stale", PD_SECRETS[1]], body)}
+    headers = {
+        "X-PagerDuty-Signature": sign_webhook(["stale", PD_SECRETS[1]], body), "Content-Type": "application/json",
+    }  # fmt: skip
     first = await client.post("/pagerduty/webhook", content=body, headers=headers)
     assert first.status_code == 200
     assert first.json()["status"] == "acknowledged"
@@ -204,7 +206,8 @@ async def test_pagerduty_echo_of_our_own_ack_and_foreign_alerts_are_ignored(
         webhook_body("incident.acknowledged", dedup_key="someone-elses-alert"),
         webhook_body("incident.triggered", dedup_key="rollbackd-inc1"),
     ):
-        resp = await client.post("/pagerduty/webhook", content=body,
-                                 headers={"X-PagerDuty-Signature": sign_webhook([PD_SECRETS[0]], body)})  # fmt: skip
+        resp = await client.post("/pagerduty/webhook", content=body, headers={
+            "X-PagerDuty-Signature": sign_webhook([PD_SECRETS[0]], body), "Content-Type": "application/json",
+        })  # fmt: skip
         assert resp.json()["status"] == "ignored"
     assert incidents.calls == []
