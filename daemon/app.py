@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import uvicorn
 from daemon.actions.client import KubeClient, connect
 from daemon.actions.leader import LeaderElector
 from daemon.api.app import build_app
-from daemon.api.auth import TokenAuth, tokens_required
+from daemon.api.auth import TokenAuth
 from daemon.api.state import ApiState
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
@@ -63,6 +64,13 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 @dataclass
 class Daemon:
     """Every component of one running rollbackd, reachable for tests and the API."""
@@ -75,7 +83,7 @@ class Daemon:
     _teardown: Teardown = field(default_factory=Teardown)
     _server: _Server | None = None
     _http_task: asyncio.Task[None] | None = None
-    _tokens_required: bool = True
+    _sources: list[DeployConsumer] = field(default_factory=list)  # supervised sources, for /readyz
 
     @property
     def components(self) -> Components:
@@ -95,8 +103,6 @@ class Daemon:
 
     async def start(self) -> None:
         """Open the store, build every component, start the workers and sources, then open the HTTP port."""
-        # First: a configuration that would serve the API unauthenticated beyond loopback starts nothing.
-        self._tokens_required = tokens_required(self.settings.http)
         store = await self._open_store()  # closed last
         rules = RuleRegistry(list(self.settings.rules.paths), self.clock)
         rules.load()
@@ -197,6 +203,7 @@ class Daemon:
             consumer = DeployConsumer(s.kafka, c.history, self.clock)
             await consumer.start()
             self._teardown.push("kafka consumer", consumer.stop)
+            self._sources.append(consumer)
         if c.query is not None:
             poller = ThresholdPoller(
                 c.query, lambda: c.rules.current.threshold_specs, c.inbox, self.clock,
@@ -211,8 +218,17 @@ class Daemon:
 
     async def _start_http(self, c: Components) -> None:
         s = self.settings
-        auth = TokenAuth(list(s.http.tokens), required=self._tokens_required, rate_limit=s.http.rate_limit)
-        state = ApiState(s, self.clock, auth, c.store, c.rules, c.incidents, c.inbox, c.leader, c.dry_run)
+        auth_required = s.http.auth_required
+        if not s.http.tokens and auth_required:
+            if not _is_loopback(s.http.host):
+                raise ConfigError("http.tokens is empty: refusing to serve the API beyond loopback without tokens")
+            log.warning("no API tokens configured: the API on loopback accepts unauthenticated calls")
+            auth_required = False
+        auth = TokenAuth(list(s.http.tokens), required=auth_required)
+        state = ApiState(
+            s, self.clock, auth, c.store, c.rules, c.incidents, c.inbox, c.leader, c.dry_run,
+            sources=tuple(self._sources),
+        )  # fmt: skip
         app = build_app(state, max_body_bytes=s.http.max_body_bytes)
         config = uvicorn.Config(
             app, host=s.http.host, port=s.http.port, log_config=None, access_log=False, lifespan="off",

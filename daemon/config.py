@@ -150,13 +150,61 @@ class KubernetesSettings(_Group):
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
 
 
+class TlsSettings(_Group):
+    """TLS to a server (Kafka brokers, Prometheus): which CA to trust, and an optional client certificate."""
+
+    ca_file: Path | None = Field(None, description="PEM CA bundle to verify the server (default: the system's).")
+    cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS), with key_file.")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file.")
+    key_password: SecretRef | None = Field(None, description="Password of an encrypted key_file.")
+    check_hostname: bool = Field(True, description="Verify that the server's certificate names the host dialled.")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file for a client certificate, or neither")
+        return self
+
+
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+class KafkaSaslSettings(_Group):
+    """SASL authentication to the brokers: PLAIN and SCRAM with a user and password, OAUTHBEARER with a token."""
+
+    mechanism: SaslMechanism = Field(description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.")
+    username: str | None = Field(None, description="User name (PLAIN, SCRAM).")
+    password: SecretRef | None = Field(None, description="The user's password (PLAIN, SCRAM).")
+    token: SecretRef | None = Field(
+        None, description="OAUTHBEARER: the bearer token, re-read at every login so a refreshed token file is used."
+    )
+
+    @model_validator(mode="after")
+    def _credentials_for_mechanism(self) -> KafkaSaslSettings:
+        if self.mechanism == "OAUTHBEARER":
+            if self.token is None or self.username is not None or self.password is not None:
+                raise ValueError("OAUTHBEARER takes a token (file or env) and no username or password")
+        elif self.username is None or self.password is None or self.token is not None:
+            raise ValueError(f"{self.mechanism} takes a username and a password (file or env) and no token")
+        return self
+
+
 class KafkaSettings(_Group):
     enabled: bool = Field(False, description="Consume deployment events from Kafka.")
     bootstrap_servers: str = "127.0.0.1:9092"
     deploy_topic: str = "deployments"
     group_id: str = "rollbackd"
-    dead_letter_topic: str = "deployments.dlq"
+    dead_letter_topic: str | None = Field(
+        "deployments.dlq", description="Where undecodable or invalid deploy events go; none: skipped and counted."
+    )
     decisions_topic: str | None = Field("rollbackd.decisions", description="Where decisions are published.")
+    tls: TlsSettings | None = Field(None, description="Connect over TLS (SSL or SASL_SSL); none: plaintext.")
+    sasl: KafkaSaslSettings | None = Field(None, description="Authenticate with SASL; none: no SASL.")
+
+
+class BasicAuth(_Group):
+    username: str
+    password: SecretRef
 
 
 class PrometheusSettings(_Group):
@@ -164,6 +212,20 @@ class PrometheusSettings(_Group):
     poll_interval_s: float = Field(15.0, gt=0)
     query_timeout_s: float = Field(10.0, gt=0)
     no_data_notify_after_s: float = Field(300.0, gt=0, description="Notify when a query has had no data this long.")
+    bearer_token: SecretRef | None = Field(None, description="Sent as Authorization: Bearer (Grafana Cloud, Thanos).")
+    basic_auth: BasicAuth | None = Field(None, description="HTTP basic auth (Prometheus' --web.config.file).")
+    tls: TlsSettings | None = Field(None, description="CA and client certificate for an https:// url.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers, e.g. X-Scope-OrgID for Mimir, Cortex or Loki."
+    )
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> PrometheusSettings:
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("give bearer_token or basic_auth, not both")
+        if any(name.lower() == "authorization" for name in self.headers):
+            raise ValueError("headers: set Authorization through bearer_token or basic_auth (secret references)")
+        return self
 
 
 class SlackSettings(_Group):

@@ -20,6 +20,24 @@ ALERTS_RECEIVED = Counter(
 DEPLOY_EVENTS = Counter(
     "rollbackd_deploy_events", "Deployment events consumed, by outcome.", ["outcome"], registry=REGISTRY
 )
+KAFKA_CONSUMER_RESTARTS = Counter(
+    "rollbackd_kafka_consumer_restarts",
+    "Times a Kafka consumer task stopped for any reason and was restarted, by consumer.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+KAFKA_CONSUMER_UP = Gauge(
+    "rollbackd_kafka_consumer_up",
+    "1 while a Kafka consumer is joined and fetching, by consumer.",
+    ["consumer"],
+    registry=REGISTRY,
+)
+KAFKA_CONSUMER_LAG = Gauge(
+    "rollbackd_kafka_consumer_lag",
+    "Records behind the end of the assigned partitions at the last fetch, by consumer.",
+    ["consumer"],
+    registry=REGISTRY,
+)
 INPUT_REJECTED = Counter(
     "rollbackd_input_rejected",
     "Inputs rejected at the edge, by source and reason.",

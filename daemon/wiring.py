@@ -65,7 +65,8 @@ class Io:
 def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Components:
     """The executor, incidents, inbox, dispatcher and outbox for ``settings`` over ``io``."""
     s, clock, store, leader = settings, io.clock, io.store, io.leader
-    query = PrometheusQuery(s.prometheus.url, s.prometheus.query_timeout_s) if s.prometheus.url else None
+    # One client for the poller and for verification queries: auth, headers and TLS built in one place.
+    query = PrometheusQuery.from_settings(s.prometheus) if s.prometheus.url else None
     executor = RollbackExecutor(
         io.api_client, store, clock, s.kubernetes, metric_query=query, dry_run=io.dry_run,
         fence=leader.fence() if leader is not None else None,

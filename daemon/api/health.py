@@ -2,7 +2,12 @@
 
 ``/healthz`` answers while the event loop runs. ``/readyz`` answers 200 only
 when the rules are loaded, the store answers and leadership is known, and
-says which check failed otherwise. ``/metrics`` renders ``daemon.metrics``.
+says which check failed otherwise. It also shows each supervised source (the
+Kafka deploy consumer): its state (``running``, ``connecting``, ``failing``,
+``restarting``), lag, restarts and last error. A source that is down does not
+fail readiness — alerts must still be accepted — but it is in the answer
+within seconds, and ``rollbackd status`` shows it in red. ``/metrics``
+renders ``daemon.metrics``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ async def readyz(request: Request) -> JSONResponse:
     if leader is not None:
         body["leader"] = leader.is_leader
     body["dry_run"] = state.dry_run
+    if state.sources:
+        body["sources"] = {h.name: h.as_json() for h in (s.health() for s in state.sources)}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

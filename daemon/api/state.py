@@ -18,6 +18,7 @@ from daemon.config import Settings
 from daemon.incidents.service import IncidentService
 from daemon.ingest.inbox import Inbox
 from daemon.rules import RuleRegistry
+from daemon.sources.supervised import SourceHealth
 from daemon.store.db import Store
 
 if TYPE_CHECKING:  # auth reads its TokenAuth through state_of: a runtime import would be a cycle
@@ -34,6 +35,12 @@ class Leadership(Protocol):
     def known(self) -> bool: ...
 
 
+class SourceStatus(Protocol):
+    """What ``/readyz`` asks of a supervised source (``sources.kafka.DeployConsumer``)."""
+
+    def health(self) -> SourceHealth: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ApiState:
     """Everything a route may use; built once per daemon."""
@@ -47,6 +54,7 @@ class ApiState:
     inbox: Inbox
     leader: Leadership | None
     dry_run: bool
+    sources: tuple[SourceStatus, ...] = ()  # supervised sources (the Kafka consumer), for /readyz
 
 
 def state_of(request: Request) -> ApiState:

@@ -63,6 +63,7 @@ def config_check(config: Path | None) -> None:
             ref.read()
         except ConfigError as exc:
             problems.append(f"{ref_name}: {exc}")
+    problems.extend(_client_problems(settings))
     if problems:
         for p in problems:
             echo_error(p)
@@ -106,6 +107,25 @@ def _settings_or_exit(path: Path | None) -> Settings:
     except ConfigError as exc:
         echo_error(str(exc))
         sys.exit(EXIT_USAGE)
+
+
+def _client_problems(settings: Settings) -> list[str]:
+    """Build the Kafka and Prometheus credentials as the daemon will: TLS files readable, key matching."""
+    from daemon.sources.kafka_client import connection  # noqa: PLC0415 - keep CLI start-up light
+    from daemon.sources.prometheus_query import PrometheusQuery  # noqa: PLC0415
+
+    problems: list[str] = []
+    try:
+        if settings.kafka.enabled:
+            connection(settings.kafka)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    try:
+        if settings.prometheus.url is not None:
+            PrometheusQuery.from_settings(settings.prometheus)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:

@@ -1,6 +1,7 @@
 """``rollbackd status``: is the daemon up, what does it run, what is open — in one look.
 
-Reads ``/readyz`` (no token needed), ``/api/v1/rules`` and
+Reads ``/readyz`` (no token needed; it carries the Kafka consumer's state and
+lag), ``/api/v1/rules`` and
 ``/api/v1/incidents?open=true`` (scope ``read``) over the HTTP API and prints a
 summary, or the three answers as one JSON document with ``--output json``.
 Exit codes: 0 ready, 1 reachable but not ready (or the token was refused),
@@ -103,8 +104,23 @@ def _print(url: str, ready: Answer, rules: Answer, incidents: Answer) -> None:
         click.echo(f"  {'leader':<11} {'this replica' if body['leader'] else 'another replica (standby)'}")
     if body.get("dry_run"):
         click.secho("  DRY RUN: rollbacks change nothing (the daemon log says why)", fg="yellow", bold=True)
+    for name, source in sorted(body.get("sources", {}).items()):
+        _print_source(name, source)
     _print_rules(rules)
     _print_incidents(incidents)
+
+
+def _print_source(name: str, source: dict[str, Any]) -> None:
+    """A supervised source (the Kafka consumer): green while running, red and why otherwise."""
+    lag = source.get("lag")
+    line = f"  {name}: {source.get('state')} since {source.get('since')}, lag {'?' if lag is None else lag}"
+    line += f", {source.get('restarts', 0)} restart(s)"
+    if source.get("state") == "running":
+        click.echo(line)
+        return
+    click.secho(line, fg="red", bold=True)
+    if source.get("error"):
+        click.secho(f"    {source['error']}", fg="red")
 
 
 def _refused(what: str, answer: Answer) -> None:

@@ -18,32 +18,60 @@ on. A temporary failure (the store unreachable, the broker down) seeks back to
 the first uncommitted record and retries with capped backoff; the consumer
 never exits on one, and ``start()`` does not wait for the broker, so a broker
 that is down does not keep the daemon from starting. Nothing is skipped silently.
+
+Every codec a producer may use (gzip, snappy, lz4, zstd) is decoded (aiokafka's
+codec extras, see ``pyproject.toml``). A batch that still cannot be decoded — a
+codec library missing, a corrupt batch — would make every fetch of its
+partition fail. The consumer then steps through that partition one record at
+a time: records before the bad batch are stored as usual, and each offset of
+the bad batch goes to the dead-letter topic as a record with no value whose
+headers say why and where (reason ``undecodable``). When even that is
+impossible (no dead-letter topic configured, or the broker refuses the
+dead-letter record for good) the offset is skipped: logged as an error with
+its topic, partition and offset and counted (``rollbackd_deploy_events``
+outcome ``skipped``). Either way the next event is processed.
+
+The consuming loop runs under a ``Supervisor`` (``sources.supervised``): if it
+stops for any reason it is restarted with backoff and counted, and its state
+and lag are in ``health()`` for ``/readyz``. Connection settings (TLS, SASL)
+come from ``sources.kafka_client``; a broker that refuses our credentials is
+reported with the setting to fix and retried at the capped backoff, the
+daemon stays up.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaConnectionError,
+    KafkaError,
+    UnsupportedCodecError,
+)
 
 from daemon.clock import Clock
 from daemon.config import KafkaSettings
 from daemon.deploys import DeployEvent
-from daemon.errors import InputError, TemporaryError
+from daemon.errors import ConfigError, InputError, TemporaryError
 from daemon.logs import get_logger
 from daemon.metrics import DEPLOY_EVENTS, INPUT_REJECTED
 from daemon.sources.deploy_events import parse_deploy_event
+from daemon.sources.kafka_client import KafkaConnection, connection, diagnose, explain
+from daemon.sources.supervised import SourceHealth, Supervisor
 
 log = get_logger(__name__)
 
 ERROR_HEADER = "x-rollbackd-error"
 REASON_HEADER = "x-rollbackd-error-reason"
 MAX_BACKOFF_S = 30.0
+STEP_TIMEOUT_MS = 2000  # one record's fetch while stepping through a partition with an undecodable batch
+# What a fetch raises when a batch cannot be turned into records; anything else from getmany that is
+# not a KafkaError is treated the same way (a decoder failing on corrupt data raises its own errors).
+UNDECODABLE = (UnsupportedCodecError, CorruptRecordException)
 
 
 class DeployRecorder(Protocol):
@@ -77,9 +105,9 @@ class DeployConsumer:
         self._client_id = client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor("kafka-deploy-consumer", self._run, clock)
         self._failures = 0
-        self.processed = 0  # messages committed (stored, duplicate or dead-lettered)
+        self.processed = 0  # messages committed (stored, duplicate, dead-lettered or skipped)
         self.retries = 0  # batches (or connection attempts) retried after a temporary failure
 
     async def __aenter__(self) -> DeployConsumer:
@@ -92,23 +120,29 @@ class DeployConsumer:
         await self.stop()
 
     async def start(self) -> None:
-        """Start consuming in a background task, which joins the group once the broker answers."""
-        if self._task is not None:
-            return
-        self._task = asyncio.create_task(self._run(), name="kafka-deploy-consumer")
+        """Start consuming in a supervised background task, which joins the group once the broker answers.
+
+        The connection settings are checked here (files readable): a ``ConfigError`` names the setting.
+        """
+        connection(self._settings)
+        self._supervisor.start()
 
     @property
     def running(self) -> bool:
-        """Whether the consuming task is alive (it only ends on ``stop()``)."""
-        return self._task is not None and not self._task.done()
+        """Whether the consumer is alive: consuming, or being restarted after it stopped."""
+        return self._supervisor.running
+
+    @property
+    def restarts(self) -> int:
+        return self._supervisor.restarts
+
+    def health(self) -> SourceHealth:
+        """State, lag and last error, for ``/readyz``."""
+        return self._supervisor.health()
 
     async def stop(self) -> None:
         """Stop consuming and leave the group; uncommitted messages are redelivered to whoever is next."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._supervisor.stop()
         await self._close_clients()
 
     def _backoff(self) -> float:
@@ -117,36 +151,54 @@ class DeployConsumer:
         return min(MAX_BACKOFF_S, 2.0 ** (self._failures - 1))
 
     async def _connect(self) -> AIOKafkaConsumer:
-        """Start the clients, retrying with capped backoff while the broker does not answer."""
+        """Start the clients, retrying with capped backoff while the broker does not answer or refuses us."""
         s = self._settings
         while True:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=s.bootstrap_servers, client_id=f"{self._client_id}-dlq", acks="all"
-            )
-            self._consumer = AIOKafkaConsumer(
-                s.deploy_topic,
-                bootstrap_servers=s.bootstrap_servers,
-                group_id=s.group_id,
-                client_id=self._client_id,
-                enable_auto_commit=False,  # we commit after the event is stored, never before
-                auto_offset_reset="earliest",
-                max_poll_records=self._batch_size,
-            )
             try:
-                await self._producer.start()
-                await self._consumer.start()
-            except KafkaError as exc:
+                conn = connection(s)  # secrets re-read: a rotated password is used on the next attempt
+                await self._start_clients(conn)
+            except (KafkaError, ConfigError) as exc:
                 await self._close_clients()
-                delay = self._backoff()
-                log.warning("kafka unreachable, deploy consumer retrying", error=str(exc), delay_s=delay)
-                await self._clock.sleep(delay)
+                await self._connect_failed(exc, connection_or_none(s))
                 continue
             except BaseException:
                 await self._close_clients()
                 raise
             self._failures = 0
-            log.info("deploy consumer started", topic=s.deploy_topic, group=s.group_id)
+            assert self._consumer is not None  # noqa: S101 - set by _start_clients
+            log.info("deploy consumer started", topic=s.deploy_topic, group=s.group_id, connection=conn.describe())
             return self._consumer
+
+    async def _start_clients(self, conn: KafkaConnection) -> None:
+        s = self._settings
+        self._producer = AIOKafkaProducer(**conn.client_kwargs(), client_id=f"{self._client_id}-dlq", acks="all")
+        self._consumer = AIOKafkaConsumer(
+            s.deploy_topic,
+            **conn.client_kwargs(),
+            group_id=s.group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,  # we commit after the event is stored, never before
+            auto_offset_reset="earliest",
+            max_poll_records=self._batch_size,
+        )
+        await self._producer.start()
+        await self._consumer.start()
+
+    async def _connect_failed(self, exc: KafkaError | ConfigError, conn: KafkaConnection | None) -> None:
+        """Say why, naming the setting to check, and wait out the backoff."""
+        if isinstance(exc, ConfigError) or conn is None:
+            why = str(exc)
+        elif isinstance(exc, KafkaConnectionError):
+            why = await diagnose(conn)  # aiokafka only logs the cause of "Unable to bootstrap"
+        else:
+            why = explain(exc, conn)
+        delay = self._backoff()
+        self._supervisor.report("failing", error=why)
+        retriable = isinstance(exc, KafkaError) and exc.retriable and "kafka.sasl" not in why
+        (log.warning if retriable else log.error)(
+            "kafka: deploy consumer cannot connect, retrying", error=why, delay_s=delay, attempt=self._failures
+        )
+        await self._clock.sleep(delay)
 
     async def _close_clients(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -157,25 +209,102 @@ class DeployConsumer:
             await producer.stop()
 
     async def _run(self) -> None:
-        consumer = await self._connect()
-        while True:
+        try:
+            consumer = await self._connect()
+            self._supervisor.report("running")
+            while True:
+                await self._poll(consumer)
+        finally:
+            await self._close_clients()
+
+    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
+        """One fetch and its batch; temporary trouble is retried with backoff, never raised."""
+        try:
             try:
                 fetched = await consumer.getmany(timeout_ms=1000, max_records=self._batch_size)
-                records = [r for _tp, batch in fetched.items() for r in batch]
-                if not records:
-                    continue
+            except KafkaError as exc:
+                if not isinstance(exc, UNDECODABLE):
+                    raise
+                await self._step_through(consumer, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a decoder's own error on a corrupt batch
+                await self._step_through(consumer, exc)
+                return
+            records = [r for _tp, batch in fetched.items() for r in batch]
+            if records:
                 await self._batch(consumer, records)
-                self._failures = 0
-            except _Retry as retry:
-                await self._clock.sleep(retry.delay)
-            except KafkaError as exc:  # broker trouble fetching, committing or dead-lettering: seeked back, again
-                delay = self._backoff()
-                log.warning("kafka error, retrying", error=str(exc), delay_s=delay)
-                await self._clock.sleep(delay)
-            except Exception:
-                delay = self._backoff()
-                log.exception("deploy consumer failed on a batch, retrying", delay_s=delay)
-                await self._clock.sleep(delay)
+            self._failures = 0
+            self._supervisor.report("running", lag=await self._lag(consumer))
+        except _Retry as retry:
+            await self._clock.sleep(retry.delay)
+        except KafkaError as exc:  # broker trouble fetching, committing or dead-lettering: seeked back, again
+            delay = self._backoff()
+            self._supervisor.report("failing", error=f"{type(exc).__name__}: {exc}")
+            log.warning("kafka error, retrying", error=str(exc), delay_s=delay)
+            await self._clock.sleep(delay)
+        except Exception:
+            delay = self._backoff()
+            log.exception("deploy consumer failed on a batch, retrying", delay_s=delay)
+            await self._clock.sleep(delay)
+
+    @staticmethod
+    async def _lag(consumer: AIOKafkaConsumer) -> int | None:
+        """Records between our position and the end of each assigned partition, as of the last fetch."""
+        total, known = 0, False
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            total += max(0, high - await consumer.position(tp))
+            known = True
+        return total if known else None
+
+    async def _step_through(self, consumer: AIOKafkaConsumer, error: BaseException) -> None:
+        """A fetched batch could not be decoded: read each partition one record at a time to find it.
+
+        Good records are stored in order; the offset at which a fetch fails is dead-lettered (or
+        skipped) and committed, and the partition goes on after it.
+        """
+        log.warning("deploy events: a batch cannot be decoded, reading record by record", error=repr(error)[:300])
+        for tp in sorted(consumer.assignment()):
+            good: list[ConsumerRecord[Any, Any]] = []
+            for _ in range(self._batch_size):
+                position = await consumer.position(tp)
+                try:
+                    fetched = await consumer.getmany(tp, timeout_ms=STEP_TIMEOUT_MS, max_records=1)
+                except KafkaError as exc:
+                    if not isinstance(exc, UNDECODABLE):
+                        raise
+                    await self._undecodable(consumer, good, tp, position, exc)
+                    good = []
+                    continue
+                except Exception as exc:  # noqa: BLE001 - see UNDECODABLE
+                    await self._undecodable(consumer, good, tp, position, exc)
+                    good = []
+                    continue
+                if not fetched.get(tp):
+                    break
+                good.extend(fetched[tp])
+            if good:
+                await self._batch(consumer, good)
+
+    async def _undecodable(
+        self,
+        consumer: AIOKafkaConsumer,
+        before: Sequence[ConsumerRecord[Any, Any]],
+        tp: TopicPartition,
+        offset: int,
+        exc: BaseException,
+    ) -> None:
+        """Store what came before, then dead-letter (or skip) ``offset``, commit past it and seek after it."""
+        if before:
+            await self._batch(consumer, before)
+        error = InputError(f"record batch cannot be decoded: {type(exc).__name__}: {exc}", reason="undecodable")
+        where = (tp.topic, tp.partition, offset)
+        await self._dead_letter(where, None, b"", (), error)  # no value to keep: the headers say where it is
+        await consumer.commit({tp: offset + 1})
+        consumer.seek(tp, offset + 1)
+        self.processed += 1
 
     async def _batch(self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         """Store a fetched batch in one transaction, dead-letter its poison, then commit its offsets.
@@ -194,8 +323,8 @@ class DeployConsumer:
                     poison.append((record, exc))
             if events:
                 await self._store(events)
-            for record, error in poison:
-                await self._dead_letter(record, error)
+            for r, error in poison:
+                await self._dead_letter((r.topic, r.partition, r.offset), r.key, r.value, r.headers or (), error)
             await self._commit(consumer, records)
         except BaseException:
             self._rewind(consumer, records)
@@ -232,28 +361,53 @@ class DeployConsumer:
             if tp in assigned:
                 consumer.seek(tp, offset)
 
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], exc: InputError) -> None:
-        """Publish the poison message with why it failed; raises KafkaError if that cannot be done."""
+    async def _dead_letter(
+        self,
+        where: tuple[str, int, int],
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+        exc: InputError,
+    ) -> None:
+        """Publish the poison message with why it failed, or skip it loudly when no dead-letter topic takes it.
+
+        Raises a retriable ``KafkaError`` while the broker is unreachable: the batch is retried.
+        """
+        topic, partition, offset = where
+        INPUT_REJECTED.labels(source="kafka", reason=exc.reason).inc()
+        context = {"reason": exc.reason, "error": str(exc), "topic": topic, "partition": partition, "offset": offset}
+        dlq = self._settings.dead_letter_topic
+        if not dlq:
+            return self._skipped("no dead-letter topic configured", context)
         producer = self._producer
         assert producer is not None  # noqa: S101 - set by start()
-        headers = [
-            *(record.headers or ()),
+        letter_headers = [
+            *headers,
             (ERROR_HEADER, str(exc)[:1000].encode()),
             (REASON_HEADER, exc.reason.encode()),
-            ("x-rollbackd-original-topic", record.topic.encode()),
-            ("x-rollbackd-original-partition", str(record.partition).encode()),
-            ("x-rollbackd-original-offset", str(record.offset).encode()),
+            ("x-rollbackd-original-topic", topic.encode()),
+            ("x-rollbackd-original-partition", str(partition).encode()),
+            ("x-rollbackd-original-offset", str(offset).encode()),
         ]
-        await producer.send_and_wait(
-            self._settings.dead_letter_topic, value=record.value, key=record.key, headers=headers
-        )
+        try:
+            await producer.send_and_wait(dlq, value=value, key=key, headers=letter_headers)
+        except KafkaError as send_error:
+            if send_error.retriable:
+                raise
+            return self._skipped(f"{dlq} refused it: {type(send_error).__name__}: {send_error}", context)
         DEPLOY_EVENTS.labels(outcome="dead_lettered").inc()
-        INPUT_REJECTED.labels(source="kafka", reason=exc.reason).inc()
-        log.warning(
-            "deploy event dead-lettered",
-            reason=exc.reason,
-            error=str(exc),
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-        )
+        log.warning("deploy event dead-lettered", **context)
+        return None
+
+    @staticmethod
+    def _skipped(why: str, context: dict[str, Any]) -> None:
+        DEPLOY_EVENTS.labels(outcome="skipped").inc()
+        log.error("deploy event SKIPPED: it cannot be processed nor dead-lettered", why=why, **context)
+
+
+def connection_or_none(settings: KafkaSettings) -> KafkaConnection | None:
+    """The connection, or None when its files cannot be read (the error already says which)."""
+    try:
+        return connection(settings)
+    except ConfigError:
+        return None

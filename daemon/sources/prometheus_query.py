@@ -6,20 +6,32 @@ loop. "No data" is an answer of its own: an empty result or a NaN value is
 ``None`` / an empty list, never 0. Anything that went wrong on the way
 (connection, HTTP error, bad response, timeout) is a ``TemporaryError``; callers
 treat it as no data too, never as healthy.
+
+``PrometheusQuery.from_settings`` is the one place the client is built, for
+the poller and for verification (``wiring`` hands the same instance to both):
+bearer token or basic auth, extra headers such as Mimir's ``X-Scope-OrgID``,
+and TLS with a custom CA, a client certificate and hostname checking
+(``sources.credentials``). An answer of 401 or 403, or a certificate that does not
+verify, is reported with the setting to check instead of as a bare HTTP error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusConnect
+from requests.adapters import HTTPAdapter
 
-from daemon.errors import PermanentError, TemporaryError
+from daemon.config import PrometheusSettings
+from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.model import frozen_map
+from daemon.sources.credentials import client_context, read_secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +67,74 @@ def _samples(result: Any) -> list[Sample]:
     return out
 
 
+class _ContextAdapter(HTTPAdapter):
+    """An adapter whose connections use our ``SSLContext`` (client certificate, CA, hostname check)."""
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        if not self._context.check_hostname:
+            kwargs["assert_hostname"] = False  # urllib3 would check the name itself otherwise
+        super().init_poolmanager(*args, **kwargs)
+
+
+class _TlsSession(requests.Session):
+    """A session whose adapters carry our TLS context.
+
+    ``PrometheusConnect`` mounts its own retrying ``HTTPAdapter`` on the URL; this keeps its
+    retry policy and gives it our context.
+    """
+
+    def __init__(self, context: ssl.SSLContext, ca_file: str | None) -> None:
+        super().__init__()
+        self._context = context
+        self.verify = ca_file or True  # requests loads this bundle into the context as well
+        self.mount("https://", _ContextAdapter(context))
+
+    def mount(self, prefix: str, adapter: Any) -> None:
+        if type(adapter) is HTTPAdapter:
+            adapter = _ContextAdapter(self._context, max_retries=adapter.max_retries)
+        super().mount(prefix, adapter)
+
+
 class PrometheusQuery:
     """Instant queries with a timeout, off the event loop."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        *,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self._client = PrometheusConnect(url=self.url, disable_ssl=False, timeout=timeout)
+        self._client = PrometheusConnect(
+            url=self.url, headers=dict(headers or {}), auth=auth, session=session, disable_ssl=False, timeout=timeout
+        )
+
+    @classmethod
+    def from_settings(cls, settings: PrometheusSettings) -> PrometheusQuery:
+        """The client for ``prometheus.*``; ``ConfigError`` naming the setting when a secret or file cannot be read."""
+        if settings.url is None:
+            raise ConfigError("prometheus.url is not set")
+        headers = dict(settings.headers)
+        if settings.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {read_secret(settings.bearer_token, 'prometheus.bearer_token')}"
+        auth = None
+        if settings.basic_auth is not None:
+            password = read_secret(settings.basic_auth.password, "prometheus.basic_auth.password")
+            auth = (settings.basic_auth.username, password)
+        session = None
+        if settings.tls is not None:
+            context = client_context(settings.tls, "prometheus.tls")
+            session = _TlsSession(context, str(settings.tls.ca_file) if settings.tls.ca_file else None)
+        return cls(settings.url, settings.query_timeout_s, headers=headers, auth=auth, session=session)
 
     def _query(self, promql: str) -> Any:
         return self._client.custom_query(promql, timeout=self.timeout)
@@ -74,9 +147,7 @@ class PrometheusQuery:
         except TimeoutError:
             raise TemporaryError(f"prometheus query timed out after {self.timeout:.0f}s", reason="timeout") from None
         except Exception as exc:
-            raise TemporaryError(
-                f"prometheus query failed: {type(exc).__name__}: {str(exc)[:200]}", reason="query_failed"
-            ) from exc
+            raise _failure(exc) from exc
         return _samples(result)
 
     async def value(self, promql: str) -> float | None:
@@ -94,3 +165,20 @@ class PrometheusQuery:
                 reason="multiple_series",
             )
         return found[0].value
+
+
+def _failure(exc: Exception) -> TemporaryError:
+    """A failed query as an error that says what to check (the client's message never holds a secret)."""
+    text = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if "Status Code 401" in text or "Status Code 403" in text:
+        return TemporaryError(
+            f"prometheus refused the query ({text}): check prometheus.basic_auth, prometheus.bearer_token "
+            "and prometheus.headers",
+            reason="unauthorized",
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return TemporaryError(
+            f"prometheus certificate not trusted ({text}): check prometheus.tls.ca_file and check_hostname",
+            reason="tls",
+        )
+    return TemporaryError(f"prometheus query failed: {text}", reason="query_failed")

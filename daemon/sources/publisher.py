@@ -17,7 +17,8 @@ capped backoff, so waiting rows cost one connection attempt per interval, not
 one each. Events are keyed by incident id (one incident's events stay in order
 on one partition); the producer waits for all in-sync replicas and is
 idempotent. A delivery whose acknowledgement was lost is sent again with the
-same ``event_id``, which is how a consumer recognises the copy.
+same ``event_id``, which is how a consumer recognises the copy. TLS and SASL
+come from ``sources.kafka_client``, like the deploy consumer's.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
 
 from daemon.clock import Clock, SystemClock
 from daemon.config import KafkaSettings
-from daemon.errors import InputError, PermanentError, TemporaryError
+from daemon.errors import ConfigError, InputError, PermanentError, TemporaryError
 from daemon.logs import get_logger
 from daemon.sources.decision_events import HEADER, SCHEMA
 from daemon.sources.deploy_events import validate
+from daemon.sources.kafka_client import connection, diagnose, explain
 
 log = get_logger(__name__)
 
@@ -134,8 +136,12 @@ class KafkaPublisher:
             if self._producer is not None:
                 return self._producer
             self._wait_out_backoff()  # a delivery that queued behind a failed start must not start again
+            try:
+                conn = connection(self._settings)  # secrets re-read: a rotated password is used on the next start
+            except ConfigError as exc:
+                raise self._unreachable(str(exc)) from None
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._settings.bootstrap_servers,
+                **conn.client_kwargs(),
                 client_id=self._client_id,
                 acks="all",
                 enable_idempotence=True,
@@ -145,9 +151,11 @@ class KafkaPublisher:
                 await producer.start()
             except KafkaError as exc:
                 await producer.stop()
-                raise self._unreachable(f"kafka unreachable at {self._settings.bootstrap_servers}: {exc}") from exc
+                why = await diagnose(conn) if isinstance(exc, KafkaConnectionError) else explain(exc, conn)
+                log.warning("kafka: decision publisher cannot connect", error=why)
+                raise self._unreachable(f"kafka unreachable ({conn.describe()}): {why}") from exc
             self._producer = producer
-            log.info("decision publisher connected", topic=self._topic)
+            log.info("decision publisher connected", topic=self._topic, connection=conn.describe())
             return producer
 
     def _wait_out_backoff(self) -> None:

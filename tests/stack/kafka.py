@@ -6,12 +6,22 @@ once, starts ``kafka.Kafka`` as a plain java process on two free loopback ports
 and waits until the log says ``Kafka Server started`` *and* the broker answers a
 Metadata request on its bootstrap port. ``restart`` brings the same node back
 on the same ports and data directory, for fault tests.
+
+Besides the PLAINTEXT listener every test uses, the node has two secured
+listeners, as production clusters do: ``SASL_SSL`` (PLAIN, SCRAM-SHA-256,
+SCRAM-SHA-512 and unsecured OAUTHBEARER tokens) and ``SSL`` with client
+certificates required (mutual TLS, as Strimzi's TLS listener). Their
+certificates come from a CA generated for this broker (``tests.fakes.tls``);
+the SCRAM user is created by the broker's own storage tool
+(``kafka-storage format --add-scram``), the PLAIN user by the listener's JAAS
+configuration.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,6 +30,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
+from tests.fakes.tls import TestCa, TlsFiles
+
 from .base import CACHE, REPO, Proc, StackError, free_port, log_tail, versions
 
 START_TIMEOUT = float(os.environ.get("ROLLBACKD_KAFKA_START_TIMEOUT", "120"))
@@ -27,6 +39,8 @@ READY_LINE = "Kafka Server started"
 
 _API_METADATA = 3
 _API_VERSIONS = 18
+SASL_USER = "rollbackd"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def _cluster_id() -> str:
@@ -138,6 +152,13 @@ class Kafka:
         self.controller_port: int = 0
         self.proc: Proc | None = None
         self.starts = 0
+        self.sasl_port: int = 0
+        self.ssl_port: int = 0
+        self.sasl_user = SASL_USER
+        self.sasl_password = "kafka-" + secrets.token_hex(12)  # the same for PLAIN and both SCRAM mechanisms
+        self.tls_dir: Path = workdir / "tls"
+        self.ca: TestCa | None = None
+        self.client_cert: TlsFiles | None = None  # accepted by the SSL (mTLS) listener
 
     @property
     def major(self) -> int:
@@ -148,8 +169,55 @@ class Kafka:
         """``host:port`` for clients; empty before the first ``start``."""
         return f"127.0.0.1:{self.port}" if self.port else ""
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_SSL listener."""
+        return f"127.0.0.1:{self.sasl_port}" if self.sasl_port else ""
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """``host:port`` of the SSL listener that requires a client certificate."""
+        return f"127.0.0.1:{self.ssl_port}" if self.ssl_port else ""
+
+    @property
+    def ca_file(self) -> Path:
+        if self.ca is None:
+            raise StackError("kafka: not started, no CA yet")
+        return self.ca.cert
+
     def endpoints(self) -> dict[str, str]:
-        return {"bootstrap": self.bootstrap}
+        return {"bootstrap": self.bootstrap, "sasl_ssl": self.sasl_bootstrap, "ssl": self.ssl_bootstrap}
+
+    def _make_tls(self) -> None:
+        """The CA, the broker's certificate (key and chain in one PEM keystore) and a client certificate."""
+        if self.ca is not None:
+            return
+        self.ca = TestCa.create(self.tls_dir, "rollbackd-test-kafka-ca")
+        server = self.ca.issue(self.tls_dir, "kafka-broker")
+        (self.tls_dir / "keystore.pem").write_text(server.key.read_text() + server.cert.read_text())
+        self.client_cert = self.ca.issue(self.tls_dir, "rollbackd-client", sans="DNS:rollbackd-client", client=True)
+
+    def _security_properties(self) -> list[str]:
+        host = "127.0.0.1"
+        jaas_scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        jaas_plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'user_{self.sasl_user}="{self.sasl_password}";'
+        )
+        jaas_oauth = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+        return [
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.tls_dir / 'keystore.pem'}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+            "listener.name.ssl.ssl.client.auth=required",
+            "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER",
+            f"listener.name.sasl_ssl.plain.sasl.jaas.config={jaas_plain}",
+            f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={jaas_scram}",
+            f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={jaas_scram}",
+            f"listener.name.sasl_ssl.oauthbearer.sasl.jaas.config={jaas_oauth}",
+            f"# secured listeners on {host}:{self.sasl_port} (SASL_SSL) and {host}:{self.ssl_port} (SSL, mTLS)",
+        ]
 
     def _java(self) -> str:
         java_home = os.environ.get("JAVA_HOME")
@@ -174,12 +242,16 @@ class Kafka:
 
     def _properties(self) -> str:
         host = "127.0.0.1"
+        listeners = (
+            f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port},"
+            f"SASL_SSL://{host}:{self.sasl_port},SSL://{host}:{self.ssl_port}"
+        )
         lines = [
             "process.roles=broker,controller",
             "node.id=1",
-            f"listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"listeners={listeners}",
+            f"advertised.listeners={listeners}",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             f"log.dirs={self.data_dir}",
@@ -203,11 +275,13 @@ class Kafka:
             ]
         else:
             lines.append(f"controller.quorum.voters=1@{host}:{self.controller_port}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self._security_properties()) + "\n"
 
     def _format(self, java: str, classpath: str) -> None:
         argv = [java, "-Xmx256m", self._log_flag(), "-cp", classpath, "kafka.tools.StorageTool", "format"]
         argv += ["-t", _cluster_id(), "-c", str(self.config)]
+        for mechanism in SCRAM_MECHANISMS:  # the broker's own tool creates the SCRAM user
+            argv += ["--add-scram", f"{mechanism}=[name={self.sasl_user},password={self.sasl_password}]"]
         if self.major >= 4:
             argv.append("--standalone")
         try:
@@ -231,9 +305,11 @@ class Kafka:
         java, classpath = self._java(), self._classpath()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port:
-            self.port, self.controller_port = free_port(), free_port()
-            while self.controller_port == self.port:
-                self.controller_port = free_port()
+            ports: set[int] = set()
+            while len(ports) < 4:
+                ports.add(free_port())
+            self.port, self.controller_port, self.sasl_port, self.ssl_port = sorted(ports)
+        self._make_tls()
         self.config.write_text(self._properties())
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, classpath)
