@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import uvicorn
 from daemon.actions.client import KubeClient, connect
 from daemon.actions.leader import LeaderElector
 from daemon.api.app import build_app
-from daemon.api.auth import TokenAuth
+from daemon.api.auth import TokenAuth, tokens_required
 from daemon.api.state import ApiState
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
@@ -64,13 +63,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 @dataclass
 class Daemon:
     """Every component of one running rollbackd, reachable for tests and the API."""
@@ -84,6 +76,7 @@ class Daemon:
     _server: _Server | None = None
     _http_task: asyncio.Task[None] | None = None
     _sources: list[DeployConsumer] = field(default_factory=list)  # supervised sources, for /readyz
+    _tokens_required: bool = True
 
     @property
     def components(self) -> Components:
@@ -103,6 +96,8 @@ class Daemon:
 
     async def start(self) -> None:
         """Open the store, build every component, start the workers and sources, then open the HTTP port."""
+        # First: a configuration that would serve the API unauthenticated beyond loopback starts nothing.
+        self._tokens_required = tokens_required(self.settings.http)
         store = await self._open_store()  # closed last
         rules = RuleRegistry(list(self.settings.rules.paths), self.clock)
         rules.load()
@@ -218,13 +213,7 @@ class Daemon:
 
     async def _start_http(self, c: Components) -> None:
         s = self.settings
-        auth_required = s.http.auth_required
-        if not s.http.tokens and auth_required:
-            if not _is_loopback(s.http.host):
-                raise ConfigError("http.tokens is empty: refusing to serve the API beyond loopback without tokens")
-            log.warning("no API tokens configured: the API on loopback accepts unauthenticated calls")
-            auth_required = False
-        auth = TokenAuth(list(s.http.tokens), required=auth_required)
+        auth = TokenAuth(list(s.http.tokens), required=self._tokens_required, rate_limit=s.http.rate_limit)
         state = ApiState(
             s, self.clock, auth, c.store, c.rules, c.incidents, c.inbox, c.leader, c.dry_run,
             sources=tuple(self._sources),

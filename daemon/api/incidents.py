@@ -61,9 +61,14 @@ class ApprovalCode(_Body):
 
 
 class RollbackBody(_Body):
-    targets: list[str] = Field(min_length=1, max_length=50, description="NAMESPACE/DEPLOYMENT")
+    targets: list[str] = Field(
+        min_length=1, max_length=50, description="NAMESPACE/NAME (a Deployment) or KIND/NAMESPACE/NAME"
+    )
     reason: str = Field(min_length=1, max_length=2000)
     approvals: list[ApprovalCode] = Field(min_length=1, max_length=10)
+    to_revision: int | None = Field(
+        None, ge=1, description="Undo to this revision (kubectl's --to-revision); one target only. Default: previous."
+    )
 
 
 class IncidentList(_Body):
@@ -176,14 +181,18 @@ async def break_glass_rollback(
     """Break-glass manual rollback (seed 8.2): every approver's code, the manual quorum, then the rollback."""
     targets = []
     for text in body.targets:
-        target = Target.parse(text)
-        if not target.namespace or not target.name:
-            return JSONResponse(status_code=400, content={"detail": f"target {text!r}: expected NAMESPACE/DEPLOYMENT"})
-        targets.append(target)
+        try:
+            targets.append(Target.parse_strict(text))
+        except ValueError as exc:
+            return JSONResponse(status_code=400, content={"detail": f"target: {exc}"})
+    if body.to_revision is not None and len(targets) != 1:
+        # Revision numbers are per workload: one number for several would restore arbitrary templates.
+        return JSONResponse(status_code=400, content={"detail": "to_revision: names a revision of one target only"})
     try:
         view = await _service(request).manual_rollback(
-            targets, body.reason, [(a.approver, a.code) for a in body.approvals], via="api"
-        )
+            targets, body.reason, [(a.approver, a.code) for a in body.approvals], via="api",
+            to_revision=body.to_revision,
+        )  # fmt: skip
     except RollbackdError as exc:
         return _error(exc)
     location = str(request.url_for("get_incident", incident_id=view.id).path)
