@@ -28,9 +28,13 @@ def waiting_for(r: IncidentRecord) -> str:
 
 
 def render_list(records: list[IncidentRecord]) -> Table:
+    """One row per incident. The id is never shortened, whatever the terminal's width: responders
+    paste it into ``rollbackd ack``; the other columns wrap instead."""
     table = Table(title="incidents", show_lines=False)
-    for col in ("id", "state", "severity", "rule", "targets", "opened", "ack"):
-        table.add_column(col)
+    id_width = max((len(r.id) for r in records), default=2)
+    table.add_column("id", no_wrap=True, min_width=id_width, overflow="fold")
+    for col in ("state", "severity", "rule", "targets", "opened", "ack"):
+        table.add_column(col, overflow="fold")
     for r in records:
         table.add_row(
             r.id,
