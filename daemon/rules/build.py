@@ -135,10 +135,15 @@ def _routing_and_health(ctx: _Ctx) -> tuple[dict[str, tuple[str, ...]], dict[str
 
 def _cel(ctx: _Ctx, doc: LoadedDoc, loc: Loc, source: str) -> CelCondition | None:
     try:
-        return CelCondition(source)
+        cond = CelCondition(source)
     except ValueError as exc:
         ctx.err(doc, loc, f"found {source!r}, {exc}")
         return None
+    if cond.interpreted_because is not None:
+        ctx.warnings.append(
+            doc.error(loc, f"evaluated by the slower CEL interpreter: the compiler says {cond.interpreted_because}")
+        )
+    return cond
 
 
 def _guard(ctx: _Ctx) -> Guard | None:

@@ -8,15 +8,14 @@ that no decision rule claims becomes a notify decision to its channels
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
-from typing import Any
 
 from daemon.deploys import DeployEvent, DeployHistory, DeployKind
-from daemon.model import NO_APPROVAL, ActionKind, Alert, AlertStatus, Decision, Target
-from daemon.rules.cel import activation
+from daemon.model import NO_APPROVAL, ActionKind, Alert, AlertStatus, Decision, Target, VerifySpec
+from daemon.rules.cel import Activation, activation
 from daemon.rules.compiled import CompiledDecision, CompiledThreshold, Guard, merge_guard
 from daemon.rules.index import RuleIndex
 
@@ -31,6 +30,7 @@ class EngineTables:
     thresholds: Mapping[str, CompiledThreshold]
     routing: Mapping[str, tuple[str, ...]]
     guard: Guard | None
+    verify: Callable[[str, tuple[Target, ...]], VerifySpec | None]  # a decision's verification, by rule name
 
 
 def evaluate(tables: EngineTables, alert: Alert, history: DeployHistory) -> list[Decision]:
@@ -39,7 +39,8 @@ def evaluate(tables: EngineTables, alert: Alert, history: DeployHistory) -> list
         return []
     labels = {**alert.labels, "alertname": alert.name}
     decisions: list[Decision] = []
-    activations: dict[str | None, Any] = {}
+    # One activation per (alert, correlated deploy), shared by every condition tried on them.
+    activations: dict[str | None, Activation] = {}
     for rule in tables.index.candidates(labels):
         if not all(m.matches(labels) for m in rule.matchers):
             continue
@@ -120,7 +121,7 @@ def _decide(
     *,
     deploy: DeployEvent | None,
     history: DeployHistory,
-    act: Any,
+    act: Activation | None,
 ) -> Decision:
     approval = rule.approval
     irreversible = False
@@ -129,11 +130,12 @@ def _decide(
         if tripped:
             irreversible = True
             approval = merge_guard(rule.approval, tables.guard.approval)
+    targets = _targets(rule, alert, deploy)
     return Decision(
         rule=rule.name,
         severity=rule.severity,
         action=rule.action,
-        targets=_targets(rule, alert, deploy),
+        targets=targets,
         approval=approval,
         act_within_s=rule.within_s,
         rollback_time_objective_s=rule.objective_s,
@@ -143,6 +145,7 @@ def _decide(
         reason=_reason(rule.description or rule.name, alert, deploy, irreversible),
         measured=_measured(alert),
         deploy=deploy,
+        verify=tables.verify(rule.name, targets),
     )
 
 
@@ -151,15 +154,17 @@ def _threshold_notice(tables: EngineTables, alert: Alert, labels: Mapping[str, s
     if th is None:
         return None
     spec = th.spec
+    targets = (alert.target,) if alert.target is not None else ()
     return Decision(
         rule=spec.name,
         severity=spec.severity,
         action=ActionKind.NOTIFY,
-        targets=(alert.target,) if alert.target is not None else (),
+        targets=targets,
         approval=NO_APPROVAL,
         channels=spec.channels or tables.routing.get(spec.severity.value, ()),
         reason=_reason(f"{th.component} {th.metric} {spec.comparator.value} {spec.threshold:g}", alert, None, False),
         measured=_measured(alert),
+        verify=tables.verify(spec.name, targets),
     )
 
 

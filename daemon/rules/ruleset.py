@@ -7,7 +7,6 @@ holding the previous one finishes its evaluation undisturbed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
 from types import MappingProxyType
 
 from daemon.deploys import DeployHistory
@@ -35,6 +34,8 @@ from daemon.rules.compiled import (
     inverse,
 )
 from daemon.rules.index import RuleIndex
+
+_VERIFIED_MAX = 10_000
 
 
 class RuleSet:
@@ -64,14 +65,18 @@ class RuleSet:
         self._manual = manual_rollback
         self._thresholds_by_name = MappingProxyType({t.spec.name: t for t in thresholds})
         self._decisions_by_name = MappingProxyType({d.name: d for d in decisions})
-        self._tables = engine.EngineTables(RuleIndex(decisions), self._thresholds_by_name, self.routing, guard)
+        self._tables = engine.EngineTables(
+            RuleIndex(decisions), self._thresholds_by_name, self.routing, guard, self._verify
+        )
         self._correlating = any(d.correlate_within_s is not None for d in decisions)
+        # A verification depends only on the rule and the targets: a storm on a few targets computes it once.
+        self._verified: dict[tuple[str, tuple[Target, ...]], VerifySpec | None] = {}
 
     # --- evaluation -----------------------------------------------------------------------
 
     def evaluate(self, alert: Alert, history: DeployHistory) -> list[Decision]:
         """Decisions for ``alert`` given the recent deployments, each with its verification; pure."""
-        return [replace(d, verify=self.verify_for(d)) for d in engine.evaluate(self._tables, alert, history)]
+        return engine.evaluate(self._tables, alert, history)
 
     def needs_history(self, alert: Alert) -> bool:
         """Whether ``evaluate`` may read the deploy history for ``alert``; False lets callers skip reading it.
@@ -102,11 +107,24 @@ class RuleSet:
 
     def verify_for(self, decision: Decision) -> VerifySpec | None:
         """How to verify a rollback made for ``decision``: the targets' health checks and a PromQL check."""
-        rule = self._decisions_by_name.get(decision.rule)
+        return self._verify(decision.rule, decision.targets)
+
+    def _verify(self, rule_name: str, targets: tuple[Target, ...]) -> VerifySpec | None:
+        # The engine calls this while it builds each decision, so a decision is made once, complete.
+        key = (rule_name, targets)
+        if key in self._verified:
+            return self._verified[key]
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()  # bounded: alerts may name any number of targets
+        spec = self._verified[key] = self._compute_verify(rule_name, targets)
+        return spec
+
+    def _compute_verify(self, rule_name: str, targets: tuple[Target, ...]) -> VerifySpec | None:
+        rule = self._decisions_by_name.get(rule_name)
         verify = rule.verify if rule is not None else None
         health: tuple[HealthCheck, ...] = ()
         if verify is None or verify.health:
-            for target in decision.targets:
+            for target in targets:
                 health += health_checks_for(self.health_checks, target)
         promql, comparator, threshold, within = self._promql_check(rule, verify)
         if not health and promql is None:
