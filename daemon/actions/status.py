@@ -8,7 +8,8 @@ and available numbers equal the desired number) or ``StatefulSetStatusViewer.Sta
 pkg/polymorphichelpers/rollout_status.go. Where kubectl refuses (an ``OnDelete``
 update strategy), the template is back but no pod will be replaced until someone
 deletes it: that is reported as done, and said plainly. ``wait_for_rollout``
-polls with the injected Clock until done, failed, or the timeout (seed 8.2: 300 s).
+polls with the injected Clock until done, failed, or the timeout (seed 8.2: 300 s);
+a timeout or a failure carries the pods' warnings (``actions.pods``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.actions.client import KubeApi, KubeUnavailableError
+from daemon.actions.pods import warnings_for
 from daemon.clock import Clock
 from daemon.errors import PermanentError, TemporaryError
 from daemon.model import Target
@@ -160,18 +162,27 @@ async def wait_for_rollout(
     """
     deadline = clock.now().timestamp() + timeout_s
     last = "no answer yet"
+    obj: dict[str, Any] | None = None
     while True:
         try:
-            state = rollout_state(await kube.get_workload(target), target.kind)
+            obj = await kube.get_workload(target)
+            state = rollout_state(obj, target.kind)
         except KubeUnavailableError as exc:
             last = str(exc)
+        except RolloutFailedError as exc:
+            raise RolloutFailedError(await _with_warnings(kube, target, obj, str(exc)), reason=exc.reason) from None
         else:
             if state.done:
                 return state
             last = state.message
         remaining = deadline - clock.now().timestamp()
         if remaining <= 0:
-            raise RolloutTimeoutError(
-                f"{target}: rollout not finished after {timeout_s:g}s: {last}", reason="rollout_timeout"
-            )
+            message = f"{target}: rollout not finished after {timeout_s:g}s: {last}"
+            raise RolloutTimeoutError(await _with_warnings(kube, target, obj, message), reason="rollout_timeout")
         await clock.sleep(min(poll_s, remaining))
+
+
+async def _with_warnings(kube: KubeApi, target: Target, obj: Mapping[str, Any] | None, message: str) -> str:
+    """``message`` and, when the workload was read, what its pods say is wrong (kubectl's pod warnings)."""
+    warnings = await warnings_for(kube, target, obj) if obj is not None else []
+    return "; ".join([message, *warnings])

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from daemon.actions.pods import pod_warnings
 from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, rollout_state, wait_for_rollout
 from daemon.clock import FakeClock
 from daemon.model import Target
@@ -55,6 +56,26 @@ class StuckDeployment:
         self.calls += 1
         return with_status(updatedReplicas=1, replicas=2)
 
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        assert (namespace, label_selector) == ("prod", "app=web")
+        return [crashing_pod("web-abc12")]
+
+
+def crashing_pod(name: str) -> dict[str, Any]:
+    """A pod as the API server serves one whose container keeps crashing."""
+    return {
+        "metadata": {"name": name, "namespace": "prod", "labels": {"app": "web"}},
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "containerStatuses": [{
+                "name": "web", "ready": False, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": "back-off 1m20s restarting failed container=web pod=" + name}},
+            }],
+        },
+    }  # fmt: skip
+
 
 async def test_wait_times_out_in_fake_time(clock: FakeClock) -> None:
     kube = StuckDeployment()
@@ -65,8 +86,11 @@ async def test_wait_times_out_in_fake_time(clock: FakeClock) -> None:
         await clock.advance(1)
     assert task.done()
     assert (clock.now() - start).total_seconds() == 300
-    with pytest.raises(RolloutTimeoutError, match=r"not finished after 300s: .*1 out of 2 new replicas"):
+    with pytest.raises(RolloutTimeoutError, match=r"not finished after 300s: .*1 out of 2 new replicas") as err:
         await task
+    assert str(err.value).endswith(
+        "; pod web-abc12: CrashLoopBackOff (back-off 1m20s restarting failed container=web pod=web-abc12)"
+    )
     assert kube.calls == 301  # one look per second, the last one at the deadline
 
 
@@ -139,3 +163,29 @@ def test_daemonset_state_as_kubectl(status: dict[str, Any], done: bool, message:
     ds["status"] = {"observedGeneration": 3, **status}
     state = rollout_state(ds, WorkloadKind.DAEMONSET)
     assert (state.done, state.message) == (done, message)
+
+
+def test_pod_warnings_name_what_kubectl_shows() -> None:
+    pull = crashing_pod("web-1")
+    pull["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ImagePullBackOff"}}
+    config = crashing_pod("web-2")
+    config["status"]["containerStatuses"][0]["state"] = {
+        "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "db" not found'}
+    }
+    pending = {
+        "metadata": {"name": "web-3"},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                   "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]},
+    }  # fmt: skip
+    fine = crashing_pod("web-4")
+    fine["status"]["containerStatuses"][0]["state"] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    going = crashing_pod("web-5")
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert pod_warnings([fine, pending, config, pull, going]) == [
+        "pod web-1: ImagePullBackOff",
+        'pod web-2: CreateContainerConfigError (secret "db" not found)',
+        "pod web-3: Unschedulable (0/1 nodes are available: 1 Insufficient cpu.)",
+    ]
+    many = [crashing_pod(f"web-{i}") for i in range(8)]
+    assert pod_warnings(many)[-1] == "and 3 more pods"
+    assert len(pod_warnings(many)) == 6
