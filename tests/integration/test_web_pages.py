@@ -18,6 +18,8 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.metrics import REGISTRY
+from daemon.store.db import Store
+from tests.api_app import app_for
 from tests.harness import TOKENS, bearer
 from tests.web_daemon import CODES, WEB_TOKENS, alert_webhook, web_settings
 
@@ -251,3 +253,40 @@ async def test_proxy_header_counts_only_from_a_trusted_proxy(tmp_path: Path) -> 
         record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
         assert [a["approver"] for a in record["approvals"]] == ["alice"]
         assert record["acknowledged_by"] is None
+
+
+async def test_the_session_cookie_is_secure_when_served_over_tls(tmp_path: Path) -> None:
+    """Over https (TLS at uvicorn, or a trusted proxy's X-Forwarded-Proto) the cookie is Secure too."""
+    settings = web_settings(tmp_path)
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'tls.sqlite'}")
+    await store.upgrade()
+    try:
+        app = app_for(settings=settings, store=store)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://rollbackd.example") as http:
+            signed = await sign_in(http, "alice")
+            assert signed.status_code == 303
+            cookie = signed.headers["set-cookie"].lower()
+            assert "rollbackd_session=" in cookie
+            assert "; secure" in cookie
+            assert "samesite=strict" in cookie
+    finally:
+        await store.close()
+
+
+async def test_unknown_incidents_and_closed_ones_answer_plainly(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "dave")
+        missing = await http.get("/incidents/000000000000")
+        assert missing.status_code == 404
+        assert "There is no incident 000000000000." in missing.text
+        page = await http.get(f"/incidents/{incident_id}")
+        csrf = csrf_of(page.text)
+        # dave (Data Lead) holds no role this incident needs: refused with the API's status, nothing recorded.
+        refused = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["dave"]})
+        assert refused.status_code == 403
+        assert "holds none of the roles" in refused.text
+        bad_filter = await http.get("/incidents?state=bogus")
+        assert bad_filter.status_code == 400
+        assert "state=&#39;bogus&#39;" in bad_filter.text
