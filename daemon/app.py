@@ -33,10 +33,12 @@ from daemon.api.auth import TokenAuth, tokens_required
 from daemon.api.state import ApiState
 from daemon.clock import Clock, SystemClock
 from daemon.config import Settings
+from daemon.control.pauses import CONTROL_CHANNEL
 from daemon.errors import ConfigError
 from daemon.leading import lead_always, lead_while_elected
 from daemon.logs import configure_logging, get_logger
 from daemon.metrics import IS_LEADER
+from daemon.notify.automation import AutomationSlackNotifier
 from daemon.notify.no_data import notify_no_data
 from daemon.notify.outbox import Notifier
 from daemon.notify.pagerduty import PagerDutyNotifier
@@ -109,6 +111,8 @@ class Daemon:
         self._teardown.push("background tasks", lambda: cancel_all(self._tasks))
         leader = self._start_leader_election(api_client)
         channels = tuple(n.channel for n in notifiers)
+        if self.settings.slack.enabled:  # pause and resume notices; not a channel incidents write to
+            notifiers.append(AutomationSlackNotifier.from_settings(self.settings.slack))
         io = Io(
             store, self.clock, api_client, leader, dry_run,
             notifiers=[*notifiers, *([publisher] if publisher is not None else [])], notify_channels=channels,
@@ -186,7 +190,9 @@ class Daemon:
         self._spawn("timers", c.incidents.run_timers())
         if c.store.is_postgres:
             # Another replica's webhook commits reach this dispatcher within milliseconds, not a poll.
-            self._spawn("store-listener", Listener(c.store, {INBOX_CHANNEL: c.dispatcher.wake}).run())
+            callbacks = {INBOX_CHANNEL: c.dispatcher.wake, CONTROL_CHANNEL: c.pause_watcher.wake}
+            self._spawn("store-listener", Listener(c.store, callbacks).run())
+        self._spawn("pause-watcher", c.pause_watcher.run())  # every replica: /readyz, status, the gauge
         if self.settings.rules.watch and any(p.exists() for p in self.settings.rules.paths):
             self._spawn("rule-watch", c.rules.watch(self.stop_event))
 
@@ -216,7 +222,7 @@ class Daemon:
         auth = TokenAuth(list(s.http.tokens), required=self._tokens_required, rate_limit=s.http.rate_limit)
         state = ApiState(
             s, self.clock, auth, c.store, c.rules, c.incidents, c.inbox, c.leader, c.dry_run,
-            sources=tuple(self._sources),
+            pauses=c.pauses, pause_watcher=c.pause_watcher, sources=tuple(self._sources),
         )  # fmt: skip
         app = build_app(state, max_body_bytes=s.http.max_body_bytes)
         config = uvicorn.Config(

@@ -54,7 +54,7 @@ class SecretRef(_Group):
 
 # ``responder``: sign in to the incident pages (``daemon.web``), which may read, acknowledge and,
 # with an approver's code, approve or reject.
-TokenScope = Literal["read", "ack", "approve", "admin", "ingest", "responder"]
+TokenScope = Literal["read", "ack", "approve", "admin", "ingest", "responder", "control"]
 
 
 class RateLimit(_Group):
@@ -147,6 +147,11 @@ class KubernetesSettings(_Group):
     request_timeout_s: float = Field(10.0, gt=0, description="Timeout of one API request.")
     budget_max_rollbacks: int = Field(2, ge=1, description="Automatic rollbacks per Deployment per window.")
     budget_window_s: float = Field(3600.0, gt=0, description="The rollback budget's window.")
+    bad_revision_window_s: float = Field(
+        86400.0, gt=0,
+        description="One automated rollback per (target, revision rolled back from) within this window; a second "
+        "trigger for the same bad revision (its pod template, whatever its revision number now) escalates instead.",
+    )  # fmt: skip
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
 
 
@@ -285,6 +290,16 @@ class LoggingSettings(_Group):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ControlSettings(_Group):
+    """Automation control: which namespaces run in shadow mode."""
+
+    shadow_namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces whose decisions run in shadow mode whatever the rule says: decided, notified "
+        "(labelled SHADOW) and dry-run on the API server, never written.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything the daemon can be told. See ``config/rollbackd.yaml`` for a documented example."""
 
@@ -300,6 +315,7 @@ class Settings(BaseSettings):
     pagerduty: PagerDutySettings = PagerDutySettings()
     approvers: list[ApproverSettings] = Field(default_factory=list)
     web: WebSettings = WebSettings()
+    control: ControlSettings = ControlSettings()
     logging: LoggingSettings = LoggingSettings()
     instance: str = Field(default_factory=lambda: os.environ.get("HOSTNAME", "rollbackd"))
 

@@ -116,6 +116,15 @@ DECISION_LATENCY = Histogram(
     registry=REGISTRY,
 )
 IS_LEADER = Gauge("rollbackd_leader", "1 while this replica holds the leader lease.", registry=REGISTRY)
+AUTOMATION_PAUSES = Gauge(
+    "rollbackd_automation_pauses", "Pauses of automated rollback in force, by scope kind.", ["scope"], registry=REGISTRY
+)
+AUTOMATION_HELD = Counter(
+    "rollbackd_automation_held",
+    "Automated rollbacks a guard held (pause, freeze, shadow, one attempt per bad revision), by guard.",
+    ["guard"],
+    registry=REGISTRY,
+)
 
 # notifications
 NOTIFICATIONS = Counter(

@@ -171,6 +171,7 @@ class Decision:
     measured: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     deploy: DeployEvent | None = None
     verify: VerifySpec | None = None  # how to tell the rollback worked (seed section 7)
+    shadow: bool = False  # mode: shadow (the rule's, or the namespace's override): decide and dry-run, never write
 
     @property
     def group_key(self) -> str:
@@ -193,6 +194,7 @@ class Decision:
             "measured": dict(self.measured),
             "deploy": self.deploy.to_json() if self.deploy else None,
             "verify": self.verify.to_json() if self.verify else None,
+            **({"shadow": True} if self.shadow else {}),
         }
 
     @classmethod
@@ -213,6 +215,7 @@ class Decision:
             measured=MappingProxyType(dict(data.get("measured", {}))),
             deploy=DeployEvent.from_json(dep) if dep else None,
             verify=VerifySpec.from_json(data["verify"]) if data.get("verify") else None,
+            shadow=bool(data.get("shadow", False)),
         )
 
 

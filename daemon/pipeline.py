@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import structlog
 
+from daemon.control.shadow import as_configured
 from daemon.deploys import DeployHistory
 from daemon.incidents.service import IncidentService
 from daemon.ingest import InboxItem
@@ -40,7 +41,10 @@ class Pipeline:
         rules: RuleRegistry,
         history: DeployHistoryStore,
         incidents: IncidentService,
+        *,
+        shadow_namespaces: frozenset[str] = frozenset(),
     ) -> None:
+        self._shadow_namespaces = shadow_namespaces  # the configuration's shadow override (control.shadow)
         self._rules = rules
         self._history = history
         self._incidents = incidents
@@ -57,7 +61,8 @@ class Pipeline:
                 decisions = rules.evaluate(alert, history)
             if not decisions:
                 log.debug("no rule matched")
-            for decision in decisions:
+            for ruled in decisions:
+                decision = as_configured(ruled, self._shadow_namespaces)
                 view = await self._incidents.on_decision(decision, alert)
                 # Counted once recorded: an attempt the store refused is retried and must not count twice.
                 DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()

@@ -18,6 +18,8 @@ from daemon.actions.executor import RollbackExecutor
 from daemon.actions.leader import LeaderElector
 from daemon.clock import Clock
 from daemon.config import Settings
+from daemon.control.guard import AutomationGuard
+from daemon.control.pauses import Pauses, PauseWatcher
 from daemon.incidents.service import IncidentService
 from daemon.ingest.claims import InboxClaims
 from daemon.ingest.dispatcher import Dispatcher
@@ -46,6 +48,8 @@ class Components:
     query: PrometheusQuery | None
     dry_run: bool
     notify_channels: tuple[str, ...]
+    pauses: Pauses
+    pause_watcher: PauseWatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,8 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
         fence=leader.fence() if leader is not None else None,
     )  # fmt: skip
     outbox = OutboxWorker(store, clock, io.notifiers)
+    pauses = Pauses(store, clock, channels=[n.channel for n in io.notifiers])
+    watcher = PauseWatcher(pauses)
     incidents = IncidentService(
         store, clock, list(s.approvers), executor,
         manual_rollback=lambda: rules.current.manual_rollback,
@@ -79,13 +85,15 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
         notify_channels=io.notify_channels,
         on_notify=outbox.wake,
         publish_as=io.publish_as,
+        guard=AutomationGuard(store, clock, pauses, watcher=watcher),
     )  # fmt: skip
     inbox = Inbox(store, clock)
     history = DeployHistoryStore(store)
     # Claims carry this replica's name: its next run releases what it left claimed at once.
     claims = InboxClaims(inbox, clock, holder=s.instance)
-    dispatcher = Dispatcher(claims, Pipeline(rules, history, incidents), clock)
+    pipeline = Pipeline(rules, history, incidents, shadow_namespaces=frozenset(s.control.shadow_namespaces))
+    dispatcher = Dispatcher(claims, pipeline, clock)
     return Components(
         store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, io.dry_run,
-        io.notify_channels,
+        io.notify_channels, pauses, watcher,
     )  # fmt: skip

@@ -24,6 +24,7 @@ def app_for(*, settings: Settings | None = None, **parts: Any) -> FastAPI:
     given: dict[str, Any] = {
         "settings": settings, "clock": FakeClock(), "auth": TokenAuth(list(settings.http.tokens)), "store": None,
         "rules": None, "incidents": None, "inbox": None, "leader": None, "dry_run": True,
+        "pauses": None, "pause_watcher": None,
     }  # fmt: skip
     unknown = set(parts) - set(given)
     if unknown:

@@ -24,6 +24,7 @@ import structlog
 from kubernetes_asyncio.client.api_client import ApiClient
 
 from daemon.actions import group, kinds
+from daemon.actions.attempts import check_one_attempt
 from daemon.actions.client import KubeApi
 from daemon.actions.fence import Fence, NotLeaderError, Unfenced
 from daemon.actions.group import ReconcileResult, Work
@@ -190,7 +191,10 @@ class RollbackExecutor:
             return
         if req.automatic:
             past = [i.past() for i in await self.intents.for_target(work.target)]
-            refusal = check_budget(
+            # One attempt per bad revision first, so the decision record names it when it holds (control).
+            refusal = check_one_attempt(
+                plan, past, now=self.clock.now(), window_s=self.settings.bad_revision_window_s, exclude_id=work.key
+            ) or check_budget(
                 past,
                 now=self.clock.now(),
                 window_s=self.settings.budget_window_s,

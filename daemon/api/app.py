@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon import __version__
-from daemon.api import health, incidents, pagerduty, rules, slack, webhooks
+from daemon.api import automation, health, incidents, pagerduty, rules, slack, webhooks
 from daemon.api.limits import BodyLimitMiddleware
 from daemon.api.rejections import is_rejection, mark, reason_of
 from daemon.api.state import ApiState
@@ -29,16 +29,16 @@ from daemon.web import routes as web
 DESCRIPTION = """\
 rollbackd's HTTP API. Webhooks from Alertmanager and Prometheus, incidents,
 approvals, acknowledgements, rule status and reload, Slack and PagerDuty
-callbacks, health and metrics. Bearer tokens carry scopes: `read`, `ack`,
-`approve`, `admin`, `ingest`. Slack and PagerDuty callbacks are verified by
-their signatures instead.
+callbacks, pauses of automation, health and metrics. Bearer tokens carry scopes:
+`read`, `ack`, `approve`, `admin`, `ingest`, `control` (pause and resume
+automation). Slack and PagerDuty callbacks are verified by their signatures instead.
 """
 
 
 def build_app(state: ApiState, *, max_body_bytes: int = 1 << 20) -> FastAPI:
     app = FastAPI(title="rollbackd", version=__version__, description=DESCRIPTION)
     app.state.api = state  # read back, typed, by ``state_of``
-    for module in (health, webhooks, incidents, rules, slack, pagerduty):
+    for module in (health, webhooks, incidents, rules, slack, pagerduty, automation):
         app.include_router(module.router)
     if state.settings.web.enabled:
         web.mount(app)  # the incident pages for responders, behind the same middleware

@@ -50,6 +50,12 @@ async def readyz(request: Request) -> JSONResponse:
     if leader is not None:
         body["leader"] = leader.is_leader
     body["dry_run"] = state.dry_run
+    if state.pause_watcher is not None:  # this replica's view, at most a second old; never fails readiness
+        pauses = state.pause_watcher.current
+        body["automation"] = {
+            "paused": bool(pauses),
+            "pauses": [p.to_json(state.clock.now()) for p in pauses],
+        }
     if state.sources:
         body["sources"] = {h.name: h.as_json() for h in (s.health() for s in state.sources)}
     return JSONResponse(body, status_code=200 if ready else 503)

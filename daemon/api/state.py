@@ -15,6 +15,7 @@ from fastapi import Request
 
 from daemon.clock import Clock
 from daemon.config import Settings
+from daemon.control.pauses import Pauses, PauseWatcher
 from daemon.incidents.service import IncidentService
 from daemon.ingest.inbox import Inbox
 from daemon.rules import RuleRegistry
@@ -54,6 +55,8 @@ class ApiState:
     inbox: Inbox
     leader: Leadership | None
     dry_run: bool
+    pauses: Pauses | None = None  # None: built on the store when asked (tests that build a bare app)
+    pause_watcher: PauseWatcher | None = None  # this replica's view of the pauses, for /readyz
     sources: tuple[SourceStatus, ...] = ()  # supervised sources (the Kafka consumer), for /readyz
 
 

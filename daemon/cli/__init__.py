@@ -1,7 +1,8 @@
 """The ``rollbackd`` command: run the daemon, check configuration, manage the store.
 
 Each area contributes its own commands (``rules``, ``incidents``, ``ack``,
-``approve``, ``reject``, ``rollback``, ``replay``); this module registers them.
+``approve``, ``reject``, ``rollback``, ``replay``, ``pause``, ``resume``,
+``pauses``, ``shadow``); this module registers them.
 Exit codes: 0 success, 1 a check or command failed, 2 usage or configuration
 error, 3 the daemon or a service could not be reached.
 """
@@ -150,12 +151,14 @@ def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
 
 def _register() -> None:
     """Add the commands each area contributes (imported here, not at the top, to keep this list in one place)."""
-    from daemon.cli import incidents, replay, rules, status  # noqa: PLC0415
+    from daemon.cli import automation, incidents, replay, rules, status  # noqa: PLC0415
 
     main.add_command(rules.group)
     main.add_command(status.status)
     main.add_command(replay.replay)
     for command in (incidents.incidents, incidents.ack, incidents.approve, incidents.reject, incidents.rollback):
+        main.add_command(command)
+    for command in (automation.pause, automation.resume, automation.pauses, automation.shadow):
         main.add_command(command)
 
 

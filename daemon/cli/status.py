@@ -104,6 +104,12 @@ def _print(url: str, ready: Answer, rules: Answer, incidents: Answer) -> None:
         click.echo(f"  {'leader':<11} {'this replica' if body['leader'] else 'another replica (standby)'}")
     if body.get("dry_run"):
         click.secho("  DRY RUN: rollbacks change nothing (the daemon log says why)", fg="yellow", bold=True)
+    for p in (body.get("automation") or {}).get("pauses", []):
+        click.secho(
+            f"  PAUSED: automated rollback for {p['scope']} by {p['created_by']} ({p['reason']}) until {p['until']}"
+            f" [pause {p['id']}; rollbackd resume {p['id']}]",
+            fg="yellow", bold=True,
+        )  # fmt: skip
     for name, source in sorted(body.get("sources", {}).items()):
         _print_source(name, source)
     _print_rules(rules)

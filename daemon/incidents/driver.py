@@ -13,13 +13,15 @@ capped backoff; a replica that stopped leading leaves the rest to the new leader
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.contextvars import bound_contextvars
 
 from daemon.clock import Clock
+from daemon.control.guard import AutomationGuard
+from daemon.control.hold import ONE_ATTEMPT, ONE_ATTEMPT_REFUSAL, Hold
 from daemon.errors import RollbackdError, TemporaryError
 from daemon.incidents import events as ev
 from daemon.incidents import repo
@@ -55,8 +57,10 @@ class Driver:
         publish: Publications,
         *,
         is_leader: Callable[[], bool],
+        guard: AutomationGuard | None = None,
     ) -> None:
         self._store = store
+        self._guard = guard  # None: nothing holds an automated rollback (tests of the bare driver)
         self._clock = clock
         self._writer = writer
         self._executor = executor
@@ -127,6 +131,8 @@ class Driver:
     async def _drive_once(self, incident_id: str, known: Incident | None = None) -> None:
         inc = known if known is not None else await self._current(incident_id)
         state, decision = inc.state, inc.decision
+        if await self._held(inc):
+            return
         if state is State.APPROVED:
             applied = await self._writer.apply(incident_id, ev.RollbackStarted(at=self._clock.now()), strict=False)
             state, decision = applied.record.state, applied.record.decision
@@ -151,15 +157,74 @@ class Driver:
             publish = self._publishing(lambda s, inc: self._publish.failed(s, inc, why, automatic=req.automatic))
             await self._finish(incident_id, failed, extra=publish)
             return
+        once = [t for t in outcome.targets if t.detail.startswith(ONE_ATTEMPT_REFUSAL)]
+        if req.automatic and once and all(t.result is TargetResult.REFUSED for t in outcome.targets):
+            # Refused before anything was written: the same bad revision again notifies and escalates.
+            detail = f"would roll back again: {'; '.join(f'{t.target}: {t.detail}' for t in once)}"
+            await self._record_hold(inc.id, ONE_ATTEMPT, detail, outcome.targets)
+            return
         await self._finished(incident_id, outcome, automatic=req.automatic)
+
+    async def _held(self, inc: Incident) -> bool:
+        """Ask the guard right before an automated rollback starts; a rollback under way is never held half-way.
+
+        On the leader the opening transaction already moved a no-approval incident to rolling_back
+        (``Writer.with_start``); it has not started as long as the executor has no intent for it.
+        """
+        guard, decision = self._guard, inc.decision
+        if guard is None or decision.rule == MANUAL_RULE or inc.state not in (State.APPROVED, State.ROLLING_BACK):
+            return False
+        if inc.state is State.ROLLING_BACK and await guard.started(inc.id):
+            return False
+        hold = await guard.check(decision)
+        if hold is None:
+            return False
+        await self._hold(inc, hold)
+        return True
+
+    async def _hold(self, inc: Incident, hold: Hold) -> None:
+        """A guard holds the rollback: dry-run the undo on the API server for what it would do, then record it.
+
+        The dry run writes nothing (the API server validates the patch and discards it); its answer
+        is the "would roll back …" people are told, and what the shadow report counts.
+        """
+        assert self._guard is not None  # noqa: S101 - only called when a guard held
+        d = inc.decision
+        req = RollbackRequest(
+            incident_id=inc.id, targets=d.targets, reason=f"{d.rule} (held: {hold.guard})", automatic=True,
+            to_revision=d.to_revision, dry_run=True, opened_at=None,
+        )  # fmt: skip
+        try:
+            outcomes = (await self._executor.execute(req)).targets
+            would = "; ".join(_describe_would(t) for t in outcomes)
+        except TemporaryError:
+            raise  # nothing recorded yet: ``_drive`` tries again
+        except RollbackdError as exc:
+            outcomes, would = (), f"the dry run failed: {exc}"
+        await self._record_hold(inc.id, hold.guard, f"would roll back {would}: {hold.detail}", outcomes)
+
+    async def _record_hold(
+        self, incident_id: str, guard_name: str, detail: str, outcomes: Sequence[TargetOutcome]
+    ) -> None:
+        """The hold on the incident (escalated, or open for a shadow rule) and its row, in one transaction."""
+        guard, results = self._guard, [_result_json(t) for t in outcomes]
+        assert guard is not None  # noqa: S101 - only called when a guard held
+
+        async def record(s: AsyncSession, current: Incident) -> bool:
+            if current.state not in (State.APPROVED, State.ROLLING_BACK):
+                return False  # moved on meanwhile (resolved, rejected): nothing to hold
+            targets = [str(t) for t in current.decision.targets]
+            guard.record(
+                s, current.id, current.decision, Hold(guard_name, detail), {"targets": targets, "results": results}
+            )
+            return True
+
+        event = ev.RollbackHeld(at=self._clock.now(), actor=f"guard:{guard_name}", guard=guard_name, detail=detail)
+        await self._writer.apply(incident_id, event, extra=record, strict=False)
 
     async def _finished(self, incident_id: str, outcome: RollbackOutcome, *, automatic: bool) -> None:
         """Record what the executor did, then (when it worked) what the verification found."""
-        results = tuple(
-            {"target": str(t.target), "result": t.result.value, "from": t.from_revision, "to": t.to_revision,
-             "detail": t.detail}
-            for t in outcome.targets
-        )  # fmt: skip
+        results = tuple(_result_json(t) for t in outcome.targets)
         ok = bool(outcome.targets) and all(t.result in _GOOD for t in outcome.targets)
         detail = "; ".join(_describe_outcome(t) for t in outcome.targets) or "no targets"
         await self._finish(
@@ -204,3 +269,15 @@ def _describe_outcome(t: TargetOutcome) -> str:
     if t.from_revision is not None and t.to_revision is not None:
         return f"{t.target} {what}: revision {t.from_revision} → revision {t.to_revision}"
     return f"{t.target} {what}" + (f" ({t.detail})" if t.detail else "")
+
+
+def _result_json(t: TargetOutcome) -> dict[str, object]:
+    return {"target": str(t.target), "result": t.result.value, "from": t.from_revision, "to": t.to_revision,
+            "detail": t.detail}  # fmt: skip
+
+
+def _describe_would(t: TargetOutcome) -> str:
+    """What a held rollback would have done to one target, from the API server's dry run."""
+    if t.result is TargetResult.DRY_RUN and t.from_revision is not None and t.to_revision is not None:
+        return f"{t.target} revision {t.from_revision} → {t.to_revision}"
+    return f"{t.target} ({t.result.value.replace('_', ' ')}" + (f": {t.detail})" if t.detail else ")")

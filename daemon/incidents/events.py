@@ -92,6 +92,18 @@ class RollbackFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackHeld(Event):
+    """An automated rollback was about to start, and a guard (``daemon.control``) held it: nothing was written.
+
+    ``guard`` names it (pause, freeze, one_attempt, shadow); ``detail`` is the sentence people read.
+    """
+
+    guard: str
+    detail: str
+    name: ClassVar[str] = "rollback_held"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class VerificationPassed(Event):
     detail: str = ""
     name: ClassVar[str] = "verification_passed"
@@ -134,6 +146,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     ActDeadlinePassed,
     RollbackStarted,
     RollbackFinished,
+    RollbackHeld,
     VerificationPassed,
     VerificationFailed,
     Acknowledged,

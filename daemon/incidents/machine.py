@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from daemon.control.hold import SHADOW
 from daemon.incidents import events as ev
 from daemon.incidents.events import (
     Audit,
@@ -208,6 +209,19 @@ def _rollback_finished(inc: Incident, e: ev.RollbackFinished, _p: Policy) -> Res
     return _move(inc, e, State.FAILED, why, Notify(NotificationKind.FAILED, why))
 
 
+def _rollback_held(inc: Incident, e: ev.RollbackHeld, _p: Policy) -> Result:
+    """A guard held the automated rollback: people decide (escalated); a shadow rule only watches (open).
+
+    Both stay open until the alerts clear, so a shadow incident records whether it resolved without
+    the rollback, and a held one can still be approved or rolled back by break-glass.
+    """
+    if e.guard == SHADOW:
+        why = f"{e.detail}; watching whether the alerts clear without it"
+        return _move(inc, e, State.OPEN, why, ev.CancelTimer(TimerKind.ESCALATION), Notify(NotificationKind.NOTE, why))
+    why = f"{e.detail}; a person must decide: roll back by break-glass, or resolve"
+    return _move(inc, e, State.ESCALATED, why, Notify(NotificationKind.ESCALATED, why))
+
+
 def _verified(inc: Incident, e: ev.VerificationPassed, _p: Policy) -> Result:
     why = f"verification passed: {e.detail}" if e.detail else "verification passed"
     return _move(inc, e, State.RESOLVED, why, Notify(NotificationKind.RESOLVED, why))
@@ -269,6 +283,7 @@ _NOT_AWAITING = "no approval is pending in this state"
 _NO_ROLLBACK = "no rollback is running"
 _RUNNING = "a rollback is in progress; wait for its result"
 _STALE = "stale timer: the incident moved on"
+_NOT_STARTING = "no automated rollback is about to start"
 
 
 def _closed_row() -> dict[type[Event], Handler | Ignored]:
@@ -289,6 +304,7 @@ def _nothing_ran(started: str) -> Row:
         E.Approved: _approve, E.Rejected: _reject, E.ManualResolve: _manual_resolve,
         E.RollbackStarted: _ignore(started, invalid=True),
         E.RollbackFinished: _ignore(_NO_ROLLBACK, invalid=True),
+        E.RollbackHeld: _ignore(_NOT_STARTING),
         E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
         E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
     }  # fmt: skip
@@ -310,6 +326,7 @@ _ROWS: dict[State, Row] = {
         E.Rejected: _ignore("already approved; the rollback is starting", invalid=True),
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
         E.RollbackStarted: _rollback_started,
+        E.RollbackHeld: _rollback_held,
         E.RollbackFinished: _ignore("the rollback has not started", invalid=True),
         E.VerificationPassed: _ignore(_NO_ROLLBACK, invalid=True),
         E.VerificationFailed: _ignore(_NO_ROLLBACK, invalid=True),
@@ -320,6 +337,7 @@ _ROWS: dict[State, Row] = {
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
         E.RollbackStarted: _ignore("already rolling back (a resumed attempt)"),
         E.RollbackFinished: _rollback_finished,
+        E.RollbackHeld: _rollback_held,  # recorded before the executor wrote anything (incidents.driver)
         E.VerificationPassed: _ignore("the rollback has not finished", invalid=True),
         E.VerificationFailed: _ignore("the rollback has not finished", invalid=True),
         E.ManualResolve: _ignore(_RUNNING, invalid=True),
@@ -330,6 +348,7 @@ _ROWS: dict[State, Row] = {
         E.DeadlinePassed: _ignore(_STALE), E.ActDeadlinePassed: _ignore(_STALE),
         E.RollbackStarted: _ignore("the rollback already ran"),
         E.RollbackFinished: _ignore("the rollback already finished"),
+        E.RollbackHeld: _ignore(_NOT_STARTING),
         E.VerificationPassed: _verified, E.VerificationFailed: _verify_failed,
         E.ManualResolve: _manual_resolve,
     },

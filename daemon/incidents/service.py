@@ -17,6 +17,7 @@ from structlog.contextvars import bound_contextvars
 
 from daemon.clock import Clock
 from daemon.config import ApproverSettings
+from daemon.control.guard import AutomationGuard
 from daemon.incidents import events as ev
 from daemon.incidents import repo
 from daemon.incidents.approvals import Approvers
@@ -53,6 +54,7 @@ class IncidentService:
         notify_channels: tuple[str, ...] = ("slack", "pagerduty"),
         on_notify: Callable[[], None] | None = None,
         publish_as: str | None = None,
+        guard: AutomationGuard | None = None,
     ) -> None:
         self._clock = clock
         self._on_notify = on_notify
@@ -63,9 +65,10 @@ class IncidentService:
         # The writer reports each commit to ``_committed``, which needs the driver built below;
         # nothing can commit before this constructor returns, so the facade is complete by then.
         self._writer = Writer(
-            store, clock, self.policy, is_leader=is_leader, notify_channels=notify_channels, on_commit=self._committed
-        )
-        self._driver = Driver(store, clock, self._writer, executor, publish, is_leader=is_leader)
+            store, clock, self.policy, is_leader=is_leader, notify_channels=notify_channels, on_commit=self._committed,
+            may_hold=(lambda inc: guard.may_hold(inc.decision)) if guard is not None else lambda _inc: False,
+        )  # fmt: skip
+        self._driver = Driver(store, clock, self._writer, executor, publish, is_leader=is_leader, guard=guard)
         self._intake = Intake(
             store, clock, self._writer, self.approvers, publish, manual_rollback=manual_rollback, on_notify=on_notify
         )

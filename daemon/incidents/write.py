@@ -78,8 +78,10 @@ class Writer:
         is_leader: Callable[[], bool],
         notify_channels: tuple[str, ...],
         on_commit: Callable[[Transition | Ignored], None],
+        may_hold: Callable[[Incident], bool] = lambda _inc: False,
     ) -> None:
         self._store = store
+        self._may_hold = may_hold  # a guard may hold this start (control.guard): leave it approved for the driver
         self._clock = clock
         self.policy = policy
         self._is_leader = is_leader
@@ -142,6 +144,8 @@ class Writer:
         last = steps[-1][1]
         if not starts_rollback(last) or last.incident.state is not State.APPROVED or not self._is_leader():
             return steps
+        if self._may_hold(last.incident):
+            return steps
         started = ev.RollbackStarted(at=self._clock.now())
         nxt = transition(last.incident, started, self.policy)
         if not isinstance(nxt, Transition):  # pragma: no cover - approved always accepts RollbackStarted
@@ -195,7 +199,8 @@ class Writer:
         now, payload = self._clock.now(), record.to_json()
         for inc, note in notes:
             d = inc.decision
-            n = NotificationEvent(inc.id, note.kind, d.severity, note.summary, payload, d.channels)
+            summary = f"SHADOW (nothing is changed): {note.summary}" if d.shadow else note.summary
+            n = NotificationEvent(inc.id, note.kind, d.severity, summary, payload, d.channels)
             await enqueue_notification(s, n, now, channels=self._notify_channels)
         return Applied(record, combined(steps))
 

@@ -264,6 +264,7 @@ def _decision(
         seed=d.seed,
         origin=Origin(doc.file, *doc.where(loc), format_loc(loc)),
         threshold=named if named in thresholds else None,
+        shadow=d.mode == "shadow",
     )
 
 

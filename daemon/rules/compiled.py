@@ -110,6 +110,7 @@ class CompiledDecision:
     seed: str
     origin: Origin
     threshold: str | None  # the threshold rule whose alert this rule matches by name, if any
+    shadow: bool = False  # mode: shadow — decide, notify (SHADOW) and dry-run; never write (control.guard)
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,7 @@ def _decide(
         measured=_measured(alert),
         deploy=deploy,
         verify=tables.verify(rule.name, targets),
+        shadow=rule.shadow,
     )
 
 

@@ -155,6 +155,10 @@ class DecisionDef(_Strict):
     channels: list[str] | None = None
     verify: VerifyDef | None = None
     continue_: bool = Field(False, alias="continue", description="Keep evaluating later rules after a match.")
+    mode: Literal["enforce", "shadow"] = Field(
+        "enforce",
+        description="shadow: decide, notify (labelled SHADOW) and dry-run the undo on the API server; never write.",
+    )
 
     @field_validator("name")
     @classmethod

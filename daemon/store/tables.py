@@ -244,3 +244,33 @@ class ReceiptRow(Base):
     source: Mapped[str] = mapped_column(String(32), primary_key=True)
     receipt_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     at: Mapped[datetime]
+
+
+class PauseRow(Base):
+    """A pause of automated rollback (``control.pauses``): what it covers, who set it, why, until when."""
+
+    __tablename__ = "automation_pauses"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(16))  # all | namespace | deployment | rule
+    value: Mapped[str] = mapped_column(String(512), default="")
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    until: Mapped[datetime]
+    resumed_at: Mapped[datetime | None] = mapped_column(default=None)
+    resumed_by: Mapped[str | None] = mapped_column(String(255), default=None)
+    __table_args__ = (Index("ix_automation_pauses_active", "resumed_at", "until"),)
+
+
+class HoldRow(Base):
+    """An automated rollback a guard held (``control.guard``): which guard, why, and what it would have done."""
+
+    __tablename__ = "automation_holds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(String(32), index=True)
+    rule: Mapped[str] = mapped_column(String(255))
+    guard: Mapped[str] = mapped_column(String(32))  # pause | freeze | shadow | one_attempt
+    detail: Mapped[str] = mapped_column(Text)
+    would: Mapped[dict[str, Any]]  # targets and, for a shadow dry run, the revisions it would have moved
+    at: Mapped[datetime]
+    __table_args__ = (Index("ix_automation_holds_guard_at", "guard", "at"),)

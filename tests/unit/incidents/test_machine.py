@@ -98,6 +98,7 @@ def sample_event(kind: type[ev.Event], when: datetime = T0) -> ev.Event:
         ev.Approved: ev.Approved(at=when, approver="ana", role="cto"),
         ev.Rejected: ev.Rejected(at=when, approver="ana", role="cto"),
         ev.RollbackFinished: ev.RollbackFinished(at=when, ok=True),
+        ev.RollbackHeld: ev.RollbackHeld(at=when, guard="pause", detail="automation paused by sre1 (test)"),
     }
     return samples.get(kind) or kind(at=when)
 
