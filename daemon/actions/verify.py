@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from daemon.clock import Clock
+from daemon.errors import RollbackdError
 from daemon.model import HealthCheck, VerifySpec
 
 RETRY_S = 2.0
@@ -68,10 +69,14 @@ async def check_metric(spec: VerifySpec, query: MetricQuery, clock: Clock) -> st
     deadline = clock.now().timestamp() + spec.within_s
     last = "no data"
     while True:
-        value = await query.value(spec.promql)
-        if value is not None and spec.comparator.holds(value, spec.threshold):
-            return None
-        last = "no data" if value is None else f"{value:g}"
+        try:
+            value = await query.value(spec.promql)
+        except RollbackdError as exc:  # Prometheus unreachable or refusing us: no data, and the reason is kept
+            last = str(exc)
+        else:
+            if value is not None and spec.comparator.holds(value, spec.threshold):
+                return None
+            last = "no data" if value is None else f"{value:g}"
         remaining = deadline - clock.now().timestamp()
         if remaining <= 0:
             return (

@@ -103,14 +103,20 @@ async def diagnose(conn: KafkaConnection) -> str:
 def explain(exc: BaseException, conn: KafkaConnection) -> str:
     """One failure to connect, with the setting that most likely causes it."""
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, UnsupportedSaslMechanismError):
-        return f"{text} — the broker does not enable kafka.sasl.mechanism {conn.mechanism}"
-    if isinstance(exc, KafkaError) and "authentic" in text.lower():
-        return f"{text} — check kafka.sasl.username and kafka.sasl.password (or kafka.sasl.token)"
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return f"{text} — check kafka.tls.ca_file and kafka.tls.check_hostname"
-    if "SSL" in text or "TLS" in text or "tlsv1" in text.lower():
-        return f"{text} — check kafka.tls (the listener's protocol is {conn.security_protocol}?)"
-    if isinstance(exc, ConnectionError):
-        return f"{text} — check kafka.bootstrap_servers"
+    lowered = text.lower()
+    hints = [
+        (isinstance(exc, UnsupportedSaslMechanismError),
+         f"the broker does not enable kafka.sasl.mechanism {conn.mechanism}"),
+        (isinstance(exc, KafkaError) and "authentic" in lowered,
+         "check kafka.sasl.username and kafka.sasl.password (or kafka.sasl.token)"),
+        ("certificate verify failed" in lowered, "check kafka.tls.ca_file and kafka.tls.check_hostname"),
+        ("closed" in lowered and conn.security_protocol.endswith("SSL"),
+         "the broker ended the TLS session: does it want a client certificate (kafka.tls.cert_file)?"),
+        ("ssl" in lowered or "tls" in lowered,
+         f"check kafka.tls (is the listener's protocol {conn.security_protocol}?)"),
+        (isinstance(exc, ConnectionError), "check kafka.bootstrap_servers"),
+    ]  # fmt: skip
+    for applies, hint in hints:
+        if applies:
+            return f"{text} — {hint}"
     return text

@@ -27,11 +27,16 @@ from typing import Any
 import requests
 from prometheus_api_client import PrometheusConnect
 from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from daemon.config import PrometheusSettings
 from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.model import frozen_map
 from daemon.sources.credentials import client_context, read_secret
+
+# A query is retried at most twice within its timeout (the client's default backoff of 1 s, 2 s, 4 s
+# outlasted it); a certificate or credential failure gives the same answer every time.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,8 @@ class _TlsSession(requests.Session):
     """
 
     def __init__(self, context: ssl.SSLContext, ca_file: str | None) -> None:
+        self._context = context  # before Session.__init__, which mounts its default adapters
         super().__init__()
-        self._context = context
         self.verify = ca_file or True  # requests loads this bundle into the context as well
         self.mount("https://", _ContextAdapter(context))
 
@@ -115,8 +120,9 @@ class PrometheusQuery:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._client = PrometheusConnect(
-            url=self.url, headers=dict(headers or {}), auth=auth, session=session, disable_ssl=False, timeout=timeout
-        )
+            url=self.url, headers=dict(headers or {}), auth=auth, session=session, disable_ssl=False, timeout=timeout,
+            retry=Retry(total=2, backoff_factor=0.25, status_forcelist=RETRY_STATUSES),
+        )  # fmt: skip
 
     @classmethod
     def from_settings(cls, settings: PrometheusSettings) -> PrometheusQuery:
@@ -169,14 +175,15 @@ class PrometheusQuery:
 
 def _failure(exc: Exception) -> TemporaryError:
     """A failed query as an error that says what to check (the client's message never holds a secret)."""
-    text = f"{type(exc).__name__}: {str(exc)[:200]}"
-    if "Status Code 401" in text or "Status Code 403" in text:
+    full = f"{type(exc).__name__}: {exc}"
+    text = full if len(full) <= 300 else full[:300] + "…"
+    if "Status Code 401" in full or "Status Code 403" in full:
         return TemporaryError(
             f"prometheus refused the query ({text}): check prometheus.basic_auth, prometheus.bearer_token "
             "and prometheus.headers",
             reason="unauthorized",
         )
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+    if "CERTIFICATE_VERIFY_FAILED" in full or "certificate verify failed" in full:
         return TemporaryError(
             f"prometheus certificate not trusted ({text}): check prometheus.tls.ca_file and check_hostname",
             reason="tls",

@@ -20,9 +20,10 @@ from typing import Protocol, TypeVar
 
 import pytest
 
+from tests.fakes.tls import TestCa
 from tests.stack.exporter import Exporter
 from tests.stack.postgres import Postgres
-from tests.stack.prometheus import Alertmanager, Prometheus
+from tests.stack.prometheus import Alertmanager, Prometheus, SecuredPrometheus
 from tests.stack.webhook_sink import WebhookSink
 
 
@@ -49,6 +50,15 @@ def _started(service: S) -> S:
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A running Prometheus (no targets, no rules until a test configures them)."""
     service = _started(Prometheus(tmp_path_factory.mktemp("prometheus")))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredPrometheus]:
+    """A second Prometheus requiring basic auth over TLS (``--web.config.file``); ``.ca`` signed its certificate."""
+    workdir = tmp_path_factory.mktemp("prometheus-secured")
+    service = _started(SecuredPrometheus(workdir, TestCa.create(workdir / "ca", "rollbackd-test-prometheus-ca")))
     yield service
     service.stop()
 

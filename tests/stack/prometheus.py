@@ -15,14 +15,22 @@ everything to one webhook receiver, grouped by ``alertname`` with 1 s group
 wait/interval. Its notification log survives a reload, so a test that wants a
 fresh notification uses an alert name of its own.
 
+``SecuredPrometheus`` is a second Prometheus behind ``--web.config.file``:
+HTTPS with a certificate from a CA made for it, and basic auth on every
+endpoint, for the clients' TLS and credentials; the stack's own requests to
+it (readiness, reload, queries) carry the same.
+
 Binaries: ``scripts/stack/install-debian.sh`` installs them.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import urllib.error
@@ -33,8 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import yaml
 
+from tests.fakes.tls import TestCa
 from tests.stack.base import Proc, StackError, free_port, http_ok, log_tail
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -61,10 +71,10 @@ def promtool_check_rules(path: Path | str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _post(url: str, timeout: float = 30.0) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=b"", method="POST")  # noqa: S310 - loopback URL
+def _post(url: str, timeout: float = 30.0, access: Access | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=b"", method="POST", headers=access.headers if access else {})  # noqa: S310
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(req, timeout=timeout, context=access.context if access else None) as resp:  # noqa: S310
             return int(resp.status), resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
@@ -72,9 +82,26 @@ def _post(url: str, timeout: float = 30.0) -> tuple[int, str]:
         return 0, str(exc)
 
 
-def _get_json(url: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URL
+def _get_json(url: str, timeout: float = 10.0, access: Access | None = None) -> Any:
+    req = urllib.request.Request(url, headers=access.headers if access else {})  # noqa: S310 - loopback URL
+    with urllib.request.urlopen(req, timeout=timeout, context=access.context if access else None) as resp:  # noqa: S310
         return json.loads(resp.read())
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the stack's own requests reach a secured service: a TLS context and an Authorization header."""
+
+    context: ssl.SSLContext
+    headers: dict[str, str]
+
+
+def _ready(url: str, access: Access | None) -> bool:
+    try:
+        _get_json(url.replace("/-/ready", "/api/v1/status/buildinfo"), timeout=2.0, access=access)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return True
 
 
 def _dump(path: Path, content: dict[str, Any] | str) -> None:
@@ -113,11 +140,16 @@ class _Service:
     def url(self) -> str:
         return f"http://{self.address}"
 
+    access: Access | None = None  # set by services that require TLS and credentials
+
     def _argv(self, port: int, storage: Path) -> list[str]:
         raise NotImplementedError
 
     def write_config(self) -> None:
         raise NotImplementedError
+
+    def _ready_url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}/-/ready"
 
     def start(self) -> dict[str, str]:
         """Start the process and wait until ``/-/ready``; raise ``StackError`` with the log tail if not."""
@@ -131,7 +163,11 @@ class _Service:
             storage = Path(tempfile.mkdtemp(prefix=f"{self.name}-data-", dir=self.workdir))
             proc = Proc(self.name, self._argv(port, storage), self.log).start()
             self.proc, self.port, self.storage = proc, port, storage
-            ready = functools.partial(http_ok, f"http://127.0.0.1:{port}/-/ready")
+            ready = (
+                functools.partial(http_ok, self._ready_url(port))
+                if self.access is None
+                else functools.partial(_ready, self._ready_url(port), self.access)
+            )
             try:
                 proc.wait_until(ready, self.startup_timeout, "/-/ready")
             except StackError as exc:
@@ -158,7 +194,7 @@ class _Service:
         """``POST /-/reload``; raise ``StackError`` with the server's reason if it refuses the config."""
         if self.proc is None or not self.proc.alive():
             raise StackError(f"{self.name} is not running:\n{log_tail(self.log)}")
-        status, body = _post(f"{self.url}/-/reload")
+        status, body = _post(f"{self.url}/-/reload", access=self.access)
         if status != 200:
             raise StackError(f"{self.name} refused its new config (HTTP {status}): {body.strip()}")
 
@@ -279,7 +315,7 @@ class Prometheus(_Service):
     def api(self, path: str, **params: str) -> Any:
         """GET ``/api/v1/<path>`` and return its ``data``; raise ``StackError`` unless status is success."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        body = _get_json(f"{self.url}/api/v1/{path}{query}")
+        body = _get_json(f"{self.url}/api/v1/{path}{query}", access=self.access)
         if body.get("status") != "success":
             raise StackError(f"prometheus /api/v1/{path}: {body}")
         return body["data"]
@@ -299,6 +335,50 @@ class Prometheus(_Service):
         """Names of the loaded alerting and recording rules."""
         groups: list[dict[str, Any]] = self.api("rules")["groups"]
         return {str(rule["name"]) for group in groups for rule in group["rules"]}
+
+
+class SecuredPrometheus(Prometheus):
+    """Prometheus behind its own ``--web.config.file``: HTTPS only, and basic auth on every endpoint.
+
+    As Prometheus is run when it is exposed beyond its pod (or as Mimir's and Grafana Cloud's
+    query front ends are reached): the certificate is issued by ``ca`` for 127.0.0.1, the one
+    user's password is stored as the bcrypt hash the web config requires.
+    """
+
+    name = "prometheus-secured"
+
+    def __init__(self, workdir: Path, ca: TestCa, *, username: str = "rollbackd", **kwargs: Any) -> None:
+        super().__init__(workdir, **kwargs)
+        self.ca = ca
+        self.username = username
+        self.password = "prom-" + secrets.token_hex(12)
+        self.tls = ca.issue(self.workdir / "tls", "prometheus")
+        self.web_config = self.workdir / "web.yml"
+        context = ssl.create_default_context(cafile=str(ca.cert))
+        token = base64.b64encode(f"{username}:{self.password}".encode()).decode()
+        self.access = Access(context, {"Authorization": f"Basic {token}"})
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.address}"
+
+    def _ready_url(self, port: int) -> str:
+        return f"https://127.0.0.1:{port}/-/ready"
+
+    def _argv(self, port: int, storage: Path) -> list[str]:
+        argv = [a for a in super()._argv(port, storage) if not a.startswith("--web.external-url")]
+        return [*argv, f"--web.config.file={self.web_config}", f"--web.external-url=https://127.0.0.1:{port}/"]
+
+    def write_config(self) -> None:
+        super().write_config()
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        _dump(
+            self.web_config,
+            {
+                "tls_server_config": {"cert_file": str(self.tls.cert), "key_file": str(self.tls.key)},
+                "basic_auth_users": {self.username: hashed},
+            },
+        )
 
 
 @dataclass(frozen=True)
