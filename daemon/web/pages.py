@@ -8,13 +8,17 @@ Read-only; each reads through the same services as the JSON API
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from daemon.api.state import state_of
+from daemon.api.state import ApiState, state_of
+from daemon.deploys import DeployEvent, DeployKind
 from daemon.incidents.errors import IncidentNotFoundError
+from daemon.incidents.record import IncidentRecord
 from daemon.incidents.state import State
+from daemon.ingest.history import DeployHistoryStore
 from daemon.metrics import INPUT_REJECTED
 from daemon.model import Severity
 from daemon.web import render, views
@@ -25,6 +29,8 @@ from daemon.web.identity import User
 router = APIRouter(include_in_schema=False)
 
 LIST_LIMIT = 500
+# How far back the page looks for the deploy that ran before the blamed one ("image before → after").
+PREVIOUS_DEPLOY_WINDOW = timedelta(days=30)
 _STATIC = {"rollbackd.js": "text/javascript", "rollbackd.css": "text/css"}
 # What ``?done=`` may say after a form: fixed words, never text from the request.
 DONE = {
@@ -89,7 +95,22 @@ async def incident_page(
         roles=views.roles_to_offer(record, approver.roles if approver else ()),
         facts=views.rule_facts(rules, record.rule), deliveries=await deliveries(svc.store, record.id),
         workloads=views.workload_links(record.decision.targets, svc.settings.web), error=error, done=done,
+        before=await previous_deploy(svc, record),
     )  # fmt: skip
+
+
+async def previous_deploy(svc: ApiState, record: IncidentRecord) -> DeployEvent | None:
+    """The deploy the blamed one replaced: the revision the rollback returns to, else the last one before it."""
+    deploy = record.decision.deploy
+    if deploy is None:
+        return None
+    history = await DeployHistoryStore(svc.store).snapshot([deploy.target], None, deploy.at - PREVIOUS_DEPLOY_WINDOW)
+    earlier = [
+        e for e in history.events
+        if e.event_id != deploy.event_id and e.kind is DeployKind.SUCCEEDED and e.at <= deploy.at
+    ]  # fmt: skip
+    wanted = record.decision.to_revision
+    return next((e for e in earlier if wanted is not None and e.revision == wanted), earlier[0] if earlier else None)
 
 
 @router.get("/incidents/{incident_id}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import httpx
 import pytest
 
 from daemon.app import Daemon
+from daemon.deploys import DeployEvent, DeployKind
+from daemon.ingest.history import DeployHistoryStore
 from daemon.metrics import REGISTRY
 from daemon.store.db import Store
 from tests.api_app import app_for
@@ -290,3 +293,27 @@ async def test_unknown_incidents_and_closed_ones_answer_plainly(daemon: Daemon) 
         bad_filter = await http.get("/incidents?state=bogus")
         assert bad_filter.status_code == 400
         assert "state=&#39;bogus&#39;" in bad_filter.text
+
+
+async def test_the_decision_record_shows_the_blamed_deploy_and_the_one_it_replaced(daemon: Daemon) -> None:
+    history = DeployHistoryStore(daemon.components.store)
+    now = datetime.now(UTC)
+    for revision, image, commit, author, ago in (
+        (6, "shop/checkout:1.9.0", "a1b2c3", "erin", 90),
+        (7, "shop/checkout:2.0.0", "d4e5f6", "mallory", 10),
+    ):
+        await history.record(
+            DeployEvent(
+                event_id=f"deploy-{revision}", kind=DeployKind.SUCCEEDED, service="checkout", namespace="prod",
+                deployment="checkout", at=now - timedelta(minutes=ago), revision=revision, image=image, commit=commit,
+                author=author,
+            )
+        )  # fmt: skip
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "alice")
+        page = (await http.get(f"/incidents/{incident_id}")).text
+    assert "<dt>Author</dt><dd>mallory</dd>" in page
+    assert "<code>a1b2c3</code> → <code>d4e5f6</code>" in page
+    assert "<code>shop/checkout:1.9.0</code> → <code>shop/checkout:2.0.0</code>" in page
+    assert "6 → 7; the rollback returns to 6" in page
