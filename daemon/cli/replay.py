@@ -22,7 +22,7 @@ import click
 
 from daemon.cli.common import config_option, echo_error
 from daemon.clock import SystemClock
-from daemon.config import load_settings
+from daemon.config import KafkaSettings, load_settings
 from daemon.errors import ConfigError, InputError, TemporaryError
 from daemon.logs import logging_for_command
 from daemon.replay import ReplayReport, Step
@@ -110,7 +110,9 @@ def _replay(  # noqa: PLR0917 - the command's options, passed on
             kafka_topic = topic or (settings.kafka.deploy_topic if config else None)
             if not kafka_topic:
                 raise click.UsageError("--kafka needs --topic (or a --config naming kafka.deploy_topic)")
-            records = _read_kafka(bootstrap or "", kafka_topic, from_offset, to_offset, partitions)
+            # --kafka names the brokers; TLS and SASL come from --config's kafka group, as the daemon's.
+            kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap or ""})
+            records = _read_kafka(kafka, kafka_topic, from_offset, to_offset, partitions)
     except (ConfigError, InputError, ValueError) as exc:
         echo_error(str(exc))
         sys.exit(EXIT_USAGE)
@@ -130,12 +132,12 @@ def _load_rules(paths: list[Path]) -> RuleRegistry:
 
 
 def _read_kafka(
-    bootstrap: str, topic: str, from_offset: int, to_offset: int | None, partitions: tuple[int, ...]
+    kafka: KafkaSettings, topic: str, from_offset: int, to_offset: int | None, partitions: tuple[int, ...]
 ) -> list[ReplayRecord]:
     if to_offset is not None and to_offset < from_offset:
         raise InputError(f"--to-offset {to_offset} is before --from-offset {from_offset}")
     return asyncio.run(
-        read_kafka(bootstrap, topic, from_offset=from_offset, to_offset=to_offset, partitions=partitions or None)
+        read_kafka(kafka, topic, from_offset=from_offset, to_offset=to_offset, partitions=partitions or None)
     )
 
 

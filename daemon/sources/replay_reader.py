@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.config import KafkaSettings
 from daemon.deploys import DeployEvent
 from daemon.errors import InputError, TemporaryError
 from daemon.model import Alert, AlertStatus
@@ -138,7 +139,7 @@ def read_file(path: Path) -> list[ReplayRecord]:
 
 
 async def read_kafka(
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     topic: str,
     *,
     from_offset: int = 0,
@@ -150,15 +151,19 @@ async def read_kafka(
 
     Reads with no consumer group and commits nothing, so the daemon's own group
     is not disturbed. Every partition (or the given ones) is read over the same
-    offset range.
+    offset range. ``kafka`` gives the brokers and, as the daemon's own clients
+    take them, TLS and SASL.
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415 - only replay --kafka needs it
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
+    from daemon.sources.kafka_client import connection  # noqa: PLC0415 - it imports aiokafka
+
+    conn = connection(kafka)
     timeout_ms = int(timeout_s * 1000)
     consumer = AIOKafkaConsumer(
         topic,  # subscribing makes start() fetch this topic's metadata; the range is then assigned by hand
-        bootstrap_servers=bootstrap_servers,
+        **conn.client_kwargs(),
         group_id=None,
         enable_auto_commit=False,
         request_timeout_ms=max(timeout_ms, 1000),
@@ -184,7 +189,7 @@ async def read_kafka(
             consumer.seek(tp, from_offset)
             records.extend(await _read_partition(consumer, tp, last, timeout_ms))
     except KafkaError as exc:
-        raise TemporaryError(f"kafka {bootstrap_servers}: {type(exc).__name__}: {exc}", reason="kafka") from exc
+        raise TemporaryError(f"kafka ({conn.describe()}): {type(exc).__name__}: {exc}", reason="kafka") from exc
     finally:
         await consumer.stop()
     return in_time_order(records)

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from structlog.testing import capture_logs
 
 from daemon.cli import main
+from daemon.cli.replay import replay
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings, load_settings
 from daemon.ingest import DeployHistoryStore
@@ -38,8 +39,10 @@ from daemon.sources.kafka import DeployConsumer
 from daemon.sources.kafka_client import connection
 from daemon.sources.publisher import KafkaPublisher
 from daemon.store.db import Store
+from tests.daemon_process import SHIPPED_RULES
 from tests.integration.test_ingest_kafka import wait_processed
 from tests.integration.test_publish_kafka import queue_events
+from tests.integration.test_replay_kafka import SAMPLE
 from tests.stack.kafka import Kafka
 
 pytestmark = pytest.mark.integration
@@ -177,6 +180,20 @@ async def test_wrong_credentials_name_the_setting_and_the_consumer_retries_witho
     errors = [e for e in logs if e["log_level"] == "error" and "cannot connect" in e["event"]]
     assert errors
     assert all("not-the-password" not in json.dumps(e, default=str) for e in logs)
+
+
+async def test_replay_reads_a_topic_range_over_sasl_ssl_with_the_configs_credentials(
+    kafka: Kafka, tmp_path: Path
+) -> None:
+    cfg = _secured(kafka, tmp_path, "SCRAM-SHA-256")
+    lines = [line for line in SAMPLE.read_text().splitlines() if line and not line.startswith("#")]
+    await _produce(cfg, [line.encode() for line in lines])
+    config = tmp_path / "rollbackd.yaml"
+    config.write_text(yaml.safe_dump({"kafka": cfg.model_dump(mode="json", exclude_none=True)}))
+    args = ["--config", str(config), "--kafka", kafka.sasl_bootstrap, "--topic", cfg.deploy_topic, "--output", "json"]
+    result = await asyncio.to_thread(CliRunner().invoke, replay, [*args, "--rules", str(SHIPPED_RULES[0].parent)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["records"] == len(lines)
 
 
 def test_config_check_names_unreadable_files_and_unknown_mechanisms(kafka: Kafka, tmp_path: Path) -> None:
