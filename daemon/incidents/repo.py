@@ -36,6 +36,13 @@ async def load(session: AsyncSession, incident_id: str, *, for_update: bool = Fa
     return Incident.from_json(row.decision), row.version
 
 
+async def load_many(session: AsyncSession, ids: Sequence[str]) -> list[Incident]:
+    """The incidents of ``ids`` in one query, in that order (an id deleted meanwhile is left out)."""
+    rows = (await session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(ids))))).all()
+    by_id = {row.id: row for row in rows}
+    return [Incident.from_json(by_id[i].decision) for i in ids if i in by_id]
+
+
 async def find_open(session: AsyncSession, group_key: str) -> str | None:
     stmt = (
         select(IncidentRow.id)
