@@ -22,14 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
+from daemon.app import Daemon
 from daemon.cli import main
 from daemon.cli.replay import replay
+from daemon.cli.status import status as status_command
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings, load_settings
 from daemon.ingest import DeployHistoryStore
@@ -40,6 +43,7 @@ from daemon.sources.kafka_client import connection
 from daemon.sources.publisher import KafkaPublisher
 from daemon.store.db import Store
 from tests.daemon_process import SHIPPED_RULES
+from tests.harness import daemon_settings
 from tests.integration.test_ingest_kafka import wait_processed
 from tests.integration.test_publish_kafka import queue_events
 from tests.integration.test_replay_kafka import SAMPLE
@@ -180,6 +184,28 @@ async def test_wrong_credentials_name_the_setting_and_the_consumer_retries_witho
     errors = [e for e in logs if e["log_level"] == "error" and "cannot connect" in e["event"]]
     assert errors
     assert all("not-the-password" not in json.dumps(e, default=str) for e in logs)
+
+
+async def test_the_daemon_with_wrong_kafka_credentials_stays_up_and_says_why(kafka: Kafka, tmp_path: Path) -> None:
+    cfg = _secured(kafka, tmp_path, "SCRAM-SHA-512", password="not-the-password")
+    kafka_group = cfg.model_dump(mode="json", exclude_none=True) | {"decisions_topic": None}
+    settings = daemon_settings(tmp_path, list(SHIPPED_RULES), kafka=kafka_group)
+    async with Daemon(settings) as daemon:
+        url = f"http://127.0.0.1:{daemon.port}"
+        deadline = time.monotonic() + 20
+        source: dict[str, Any] = {}
+        while source.get("state") != "failing" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            ready = await asyncio.to_thread(httpx.get, f"{url}/readyz")
+            source = ready.json()["sources"]["kafka-deploy-consumer"]
+        assert ready.status_code == 200  # alerts are still accepted
+        assert source["state"] == "failing"
+        assert "kafka.sasl.password" in source["error"]
+        status = await asyncio.to_thread(CliRunner().invoke, status_command, ["--url", url])
+        assert "kafka-deploy-consumer: failing" in status.output
+        assert "check kafka.sasl.username and kafka.sasl.password" in status.output
+        assert "not-the-password" not in status.output
+        assert not daemon.stop_event.is_set()  # up, not crashing
 
 
 async def test_replay_reads_a_topic_range_over_sasl_ssl_with_the_configs_credentials(
