@@ -40,8 +40,7 @@ def build_app(state: ApiState, *, max_body_bytes: int = 1 << 20) -> FastAPI:
     app.state.api = state  # read back, typed, by ``state_of``
     for module in (health, webhooks, incidents, rules, slack, pagerduty, automation):
         app.include_router(module.router)
-    if state.settings.web.enabled:
-        web.mount(app)  # the incident pages for responders, behind the same middleware
+    web.mount(app)  # the incident pages for responders, behind the same middleware (off: web.enabled)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(TemporaryError, _temporary_error)
     # Both pure ASGI: Starlette's BaseHTTPMiddleware would wrap a handler's exception (the body

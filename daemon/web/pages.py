@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from daemon.api.state import ApiState, state_of
+from daemon.control.pauses import Pause, Pauses
 from daemon.deploys import DeployEvent, DeployKind
 from daemon.incidents.errors import IncidentNotFoundError
 from daemon.incidents.record import IncidentRecord
@@ -71,7 +72,7 @@ async def incident_list(request: Request, state: str = "", severity: str = "", n
     records = views.ordered(await svc.incidents.list(state=state or None, limit=LIST_LIMIT), filters)
     html = render.page(
         request, "list.html", user=user, records=records, filters=filters, now=svc.clock.now(), views=views,
-        states=[s.value for s in State], severities=[s.value for s in Severity],
+        states=[s.value for s in State], severities=[s.value for s in Severity], pauses=await _pauses(svc),
     )  # fmt: skip
     return finish(request, html, user)
 
@@ -96,7 +97,13 @@ async def incident_page(
         facts=views.rule_facts(rules, record.rule), deliveries=await deliveries(svc.store, record.id),
         workloads=views.workload_links(record.decision.targets, svc.settings.web), error=error, done=done,
         before=await previous_deploy(svc, record),
+        pauses=[p for p in await _pauses(svc) if p.covers(record.rule, record.decision.targets)],
     )  # fmt: skip
+
+
+async def _pauses(svc: ApiState) -> list[Pause]:
+    """The pauses of automated rollback in force now (``control.pauses``), as the leader's guard reads them."""
+    return await Pauses(svc.store, svc.clock).active()
 
 
 async def previous_deploy(svc: ApiState, record: IncidentRecord) -> DeployEvent | None:

@@ -18,9 +18,11 @@ import httpx
 import pytest
 
 from daemon.app import Daemon
+from daemon.control.pauses import Pauses
 from daemon.deploys import DeployEvent, DeployKind
 from daemon.ingest.history import DeployHistoryStore
 from daemon.metrics import REGISTRY
+from daemon.scope import Scope, ScopeKind
 from daemon.store.db import Store
 from tests.api_app import app_for
 from tests.harness import TOKENS, bearer
@@ -317,3 +319,25 @@ async def test_the_decision_record_shows_the_blamed_deploy_and_the_one_it_replac
     assert "<code>a1b2c3</code> → <code>d4e5f6</code>" in page
     assert "<code>shop/checkout:1.9.0</code> → <code>shop/checkout:2.0.0</code>" in page
     assert "6 → 7; the rollback returns to 6" in page
+
+
+async def test_pauses_of_automation_show_where_they_hold(daemon: Daemon) -> None:
+    pauses = Pauses(daemon.components.store, daemon.clock)
+    await pauses.pause(Scope(ScopeKind.NAMESPACE, "prod"), "code freeze <b>sale</b>", "erin", timedelta(hours=1))
+    await pauses.pause(Scope(ScopeKind.NAMESPACE, "staging"), "staging rebuild", "erin", timedelta(hours=1))
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        await sign_in(http, "alice")
+        listing = (await http.get("/incidents")).text
+        page = (await http.get(f"/incidents/{incident_id}")).text
+    assert "Automated rollback paused" in listing
+    assert "staging rebuild" in listing
+    assert "code freeze &lt;b&gt;sale&lt;/b&gt;" in page
+    assert "staging rebuild" not in page  # that pause does not cover this incident's target
+
+
+async def test_the_pages_can_be_turned_off(tmp_path: Path) -> None:
+    async with await _daemon(tmp_path, web={"enabled": False}) as d, _client(d) as http:
+        for path in ("/", "/incidents", "/signin", "/static/web/rollbackd.js"):
+            assert (await http.get(path)).status_code == 404, path
+        assert (await http.get("/api/v1/incidents", headers=bearer("read"))).status_code == 200
