@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import structlog
 
+from daemon.clock import Clock, SystemClock
 from daemon.control.shadow import as_configured
 from daemon.deploys import DeployHistory
 from daemon.incidents.service import IncidentService
@@ -24,6 +25,7 @@ from daemon.logs import get_logger
 from daemon.metrics import DECISIONS, RULE_EVAL_SECONDS
 from daemon.model import Alert, AlertStatus
 from daemon.rules import RuleRegistry
+from daemon.rules.freeze import with_freeze
 from daemon.rules.ruleset import RuleSet
 
 log = get_logger(__name__)
@@ -43,8 +45,10 @@ class Pipeline:
         incidents: IncidentService,
         *,
         shadow_namespaces: frozenset[str] = frozenset(),
+        clock: Clock | None = None,
     ) -> None:
         self._shadow_namespaces = shadow_namespaces  # the configuration's shadow override (control.shadow)
+        self._clock: Clock = clock or SystemClock()  # freeze windows are in force at the decision's time
         self._rules = rules
         self._history = history
         self._incidents = incidents
@@ -62,7 +66,8 @@ class Pipeline:
             if not decisions:
                 log.debug("no rule matched")
             for ruled in decisions:
-                decision = as_configured(ruled, self._shadow_namespaces)
+                frozen = with_freeze(ruled, rules.freeze_windows, self._clock.now())
+                decision = as_configured(frozen, self._shadow_namespaces)
                 view = await self._incidents.on_decision(decision, alert)
                 # Counted once recorded: an attempt the store refused is retried and must not count twice.
                 DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()

@@ -18,7 +18,7 @@ from daemon.actions.executor import RollbackExecutor
 from daemon.actions.leader import LeaderElector
 from daemon.clock import Clock
 from daemon.config import Settings
-from daemon.control.guard import AutomationGuard
+from daemon.control.guard import AutomationGuard, freeze_check
 from daemon.control.pauses import Pauses, PauseWatcher
 from daemon.incidents.service import IncidentService
 from daemon.ingest.claims import InboxClaims
@@ -85,13 +85,16 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
         notify_channels=io.notify_channels,
         on_notify=outbox.wake,
         publish_as=io.publish_as,
-        guard=AutomationGuard(store, clock, pauses, watcher=watcher),
+        guard=AutomationGuard(
+            store, clock, pauses, watcher=watcher, freeze=freeze_check(lambda: rules.current.freeze_windows)
+        ),
     )  # fmt: skip
     inbox = Inbox(store, clock)
     history = DeployHistoryStore(store)
     # Claims carry this replica's name: its next run releases what it left claimed at once.
     claims = InboxClaims(inbox, clock, holder=s.instance)
-    pipeline = Pipeline(rules, history, incidents, shadow_namespaces=frozenset(s.control.shadow_namespaces))
+    shadow = frozenset(s.control.shadow_namespaces)
+    pipeline = Pipeline(rules, history, incidents, shadow_namespaces=shadow, clock=clock)
     dispatcher = Dispatcher(claims, pipeline, clock)
     return Components(
         store, rules, executor, incidents, inbox, history, dispatcher, outbox, leader, query, io.dry_run,

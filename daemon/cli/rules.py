@@ -7,6 +7,7 @@ tests), 2 wrong usage, 3 lint problems when ``--lint-fatal`` is given.
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -49,9 +50,14 @@ def check_cmd(paths: tuple[Path, ...], promtool: str | None, no_promtool: bool, 
 @group.command(name="test")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--fail-uncovered", is_flag=True, help="Fail when a rule is exercised by no test.")
-def test_cmd(files: tuple[Path, ...], fail_uncovered: bool) -> None:
+@click.option(
+    "--at", "at", default=None, metavar="TIME",
+    help="Start every timeline at TIME (ISO 8601, e.g. 2026-12-25T10:00:00+01:00; no offset: UTC) instead of "
+    "the file's start: to test freeze windows.",
+)  # fmt: skip
+def test_cmd(files: tuple[Path, ...], fail_uncovered: bool, at: str | None) -> None:
     """Run rule unit tests (timeline of deploys and alerts → expected decisions)."""
-    report = run_files(list(files))
+    report = run_files(list(files), at=_moment(at) if at is not None else None)
     for err in report.errors:
         click.echo(f"  ERROR {err}", err=True)
     for outcome in report.outcomes:
@@ -68,6 +74,14 @@ def test_cmd(files: tuple[Path, ...], fail_uncovered: bool) -> None:
     click.echo(f"{len(report.outcomes) - failed} passed, {failed} failed")
     bad = not report.ok or (fail_uncovered and bool(uncovered))
     sys.exit(EXIT_ERRORS if bad else EXIT_OK)
+
+
+def _moment(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected an ISO 8601 time such as 2026-12-25T10:00:00+01:00") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @group.command(name="export")

@@ -15,7 +15,7 @@ writes the row the shadow report reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,15 +23,26 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.clock import Clock
-from daemon.control.hold import PAUSE, SHADOW, Hold
+from daemon.control.hold import FREEZE, PAUSE, SHADOW, Hold
 from daemon.control.pauses import Pause, Pauses, PauseWatcher
 from daemon.metrics import AUTOMATION_HELD
 from daemon.model import Decision
+from daemon.rules.freeze import FreezeWindow, blocking
 from daemon.store.db import Store
 from daemon.store.tables import HoldRow, RollbackIntentRow
 
 # What freeze windows say of a decision at a time (``rules``' windows): a Hold, or None.
 FreezeCheck = Callable[[Decision, datetime], Hold | None]
+
+
+def freeze_check(windows: Callable[[], Sequence[FreezeWindow]]) -> FreezeCheck:
+    """The guard's question to the rule set in force: does a ``block`` window hold this decision now?"""
+
+    def check(decision: Decision, now: datetime) -> Hold | None:
+        hit = blocking(windows(), decision, now)
+        return Hold(FREEZE, hit.describe()) if hit is not None else None
+
+    return check
 
 
 def paused_detail(pause: Pause) -> str:

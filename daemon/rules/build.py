@@ -24,6 +24,7 @@ from daemon.rules.compiled import (
     Origin,
     approval_from,
 )
+from daemon.rules.freeze import FreezeWindow, compile_window
 from daemon.rules.index import RuleIndex
 from daemon.rules.loader import LoadedDoc, Loc, RuleError, format_loc
 from daemon.rules.ruleset import RuleSet
@@ -103,6 +104,7 @@ def build(docs: Sequence[LoadedDoc]) -> BuildResult:
             message = f"no channels: give 'channels' or routing for {severity.value}"
             ctx.errors.append(RuleError(origin.file, origin.line, origin.column, origin.path, message))
     _shadowed(ctx, decisions)
+    windows = _freeze_windows(ctx)
     if ctx.errors:
         return BuildResult(None, ctx.errors, ctx.warnings)
     ruleset = RuleSet(
@@ -115,8 +117,25 @@ def build(docs: Sequence[LoadedDoc]) -> BuildResult:
         guard=guard,
         manual_rollback=manual,
         files=tuple(dict.fromkeys(d.file for d in docs)),
+        freeze_windows=tuple(windows),
     )
     return BuildResult(ruleset, [], ctx.warnings)
+
+
+def _freeze_windows(ctx: _Ctx) -> list[FreezeWindow]:
+    """Every file's freeze windows, compiled; each problem reported at its field."""
+    windows = []
+    for doc in ctx.docs:
+        for i, d in enumerate(doc.doc.freeze_windows):
+            loc: Loc = ("freeze_windows", i)
+            unique = ctx.unique("freeze window", d.name, doc, (*loc, "name"))
+            compiled = compile_window(d, frozenset(ctx.roles))
+            if isinstance(compiled, list):
+                for where, message in compiled:
+                    ctx.err(doc, (*loc, *where), message)
+            elif unique:
+                windows.append(compiled)
+    return windows
 
 
 def _routing_and_health(ctx: _Ctx) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[HealthCheck, ...]]]:

@@ -33,6 +33,7 @@ from daemon.rules.compiled import (
     health_checks_for,
     inverse,
 )
+from daemon.rules.freeze import FreezeWindow
 from daemon.rules.index import RuleIndex
 
 _VERIFIED_MAX = 10_000
@@ -53,7 +54,9 @@ class RuleSet:
         guard: Guard | None = None,
         manual_rollback: ManualRollback | None = None,
         files: tuple[str, ...] = (),
+        freeze_windows: tuple[FreezeWindow, ...] = (),
     ) -> None:
+        self.freeze_windows = freeze_windows  # rules.freeze: asked at decision time and by the automation guard
         self.thresholds = thresholds
         self.decisions = decisions
         self.channels: Mapping[str, Channel] = MappingProxyType(dict(channels or {}))

@@ -9,6 +9,7 @@ field shown here.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -196,6 +197,49 @@ class GuardDef(_Strict):
         return self
 
 
+class WeeklyDef(_Strict):
+    """A weekly freeze: on these days, from ``from`` to ``to`` local time (``to`` before ``from``: past midnight)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(alias="from", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM local time.")
+    end: str = Field(alias="to", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="HH:MM local time.")
+
+
+class DatesDef(_Strict):
+    """A one-off freeze from one local date and time to another."""
+
+    start: datetime = Field(alias="from", description="e.g. 2026-12-24T00:00 (local time of the window).")
+    end: datetime = Field(alias="to")
+
+
+class FreezeWindowDef(_Strict):
+    """A scheduled window in which automated rollback is blocked or needs one more approval role."""
+
+    name: str
+    description: str = ""
+    scope: str = Field("all", description="all, namespace:NS, deployment:NS/NAME or rule:NAME, as for pauses.")
+    time_zone: str = Field("UTC", description="IANA time zone of the times, e.g. Europe/Berlin.")
+    weekly: list[WeeklyDef] = Field(default_factory=list)
+    dates: list[DatesDef] = Field(default_factory=list)
+    effect: Literal["block", "require_approval"] = "block"
+    approval_role: RoleName | None = Field(None, description="require_approval: the role that must approve too.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DECISION_NAME.match(v):
+            raise ValueError("expected a lower-case name like weekend-freeze")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> FreezeWindowDef:
+        if not self.weekly and not self.dates:
+            raise ValueError("a freeze window needs 'weekly' times or 'dates' ranges (or both)")
+        if (self.effect == "require_approval") != (self.approval_role is not None):
+            raise ValueError("'approval_role' is given with effect require_approval, and only then")
+        return self
+
+
 class ManualRollbackDef(_Strict):
     """The break-glass manual rollback (seed 8.2): who must approve it and what it rolls back."""
 
@@ -216,3 +260,6 @@ class RuleFile(_Strict):
     manual_rollback: ManualRollbackDef | None = None
     thresholds: list[ThresholdDef] = Field(default_factory=list)
     decisions: list[DecisionDef] = Field(default_factory=list)
+    freeze_windows: list[FreezeWindowDef] = Field(
+        default_factory=list, description="When automated rollback is blocked or needs one more approval role."
+    )

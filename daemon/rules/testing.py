@@ -23,6 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from daemon.deploys import DeployEvent, DeployHistory, DeployKind
 from daemon.model import Alert, AlertStatus, Decision, QuorumMode
 from daemon.rules.durations import Duration, format_duration
+from daemon.rules.freeze import FreezeWindow, in_force, with_freeze
 from daemon.rules.loader import RuleError, parse_yaml
 from daemon.rules.registry import load_ruleset
 from daemon.rules.ruleset import RuleSet
@@ -68,6 +69,9 @@ class ExpectedDecision(_Strict):
     channels: list[str] | None = None
     to_revision: int | None = None
     deploy_version: str | None = None
+    freeze: str | None = Field(
+        None, description="'none', or the freeze window in force: 'block NAME' / 'require_approval NAME'."
+    )
 
 
 class Expectation(_Strict):
@@ -116,7 +120,8 @@ class TestReport:
         return sorted(self.rules - self.exercised)
 
 
-def run_files(paths: Sequence[Path]) -> TestReport:
+def run_files(paths: Sequence[Path], *, at: datetime | None = None) -> TestReport:
+    """Run every test of ``paths``; ``at`` replaces each file's ``start`` (to test freeze windows at a time)."""
     report = TestReport()
     for path in paths:
         docs, errors = parse_yaml(path, RuleTestFile)
@@ -129,7 +134,8 @@ def run_files(paths: Sequence[Path]) -> TestReport:
                 continue
             report.rules |= {t.spec.name for t in ruleset.thresholds} | {d.name for d in ruleset.decisions}
             for test in doc.tests:
-                report.outcomes.append(run_test(str(path), ruleset, doc.start, test, report.exercised))
+                start = at or doc.start
+                report.outcomes.append(run_test(str(path), ruleset, start, test, report.exercised))
     return report
 
 
@@ -139,7 +145,7 @@ def run_test(file: str, ruleset: RuleSet, start: datetime, test: RuleTest, exerc
     events: list[tuple[float, int, DeployStep | AlertStep]] = [(d.at, 0, d) for d in test.deploys]
     events += [(a.at, 1, a) for a in test.alerts]  # deploys at the same instant come first
     history: list[DeployEvent] = []
-    got: dict[float, list[Decision]] = {}
+    got: dict[float, list[tuple[Decision, str]]] = {}
     for i, (at, _, step) in enumerate(sorted(events, key=lambda e: (e[0], e[1]))):
         when = start + timedelta(seconds=at)
         if isinstance(step, DeployStep):
@@ -148,7 +154,11 @@ def run_test(file: str, ruleset: RuleSet, start: datetime, test: RuleTest, exerc
         exercised.add(step.labels.get("rollbackd_rule", step.name))
         decisions = ruleset.evaluate(_alert(step, start, when), DeployHistory(tuple(history)))
         exercised.update(d.rule for d in decisions)
-        got.setdefault(at, []).extend(decisions)
+        # As the pipeline does at ``when``: a require_approval window adds its role; a block window holds.
+        windows = ruleset.freeze_windows
+        got.setdefault(at, []).extend(
+            (with_freeze(d, windows, when), _freeze_text(windows, d, when)) for d in decisions
+        )
     for exp in test.expect:
         actual = got.get(exp.at, [])
         want = [_expected(e) for e in exp.decisions]
@@ -213,7 +223,13 @@ def _expected(e: ExpectedDecision) -> dict[str, Any]:
     return out
 
 
-def _actual(d: Decision, shape: ExpectedDecision | None) -> dict[str, Any]:
+def _freeze_text(windows: Sequence[FreezeWindow], d: Decision, when: datetime) -> str:
+    hit = in_force(windows, d, when)
+    return f"{hit.window.effect} {hit.window.name}" if hit else "none"
+
+
+def _actual(decided: tuple[Decision, str], shape: ExpectedDecision | None) -> dict[str, Any]:
+    d, freeze = decided
     a = d.approval
     full: dict[str, Any] = {
         "rule": d.rule,
@@ -229,6 +245,7 @@ def _actual(d: Decision, shape: ExpectedDecision | None) -> dict[str, Any]:
         "channels": list(d.channels),
         "to_revision": d.to_revision,
         "deploy_version": d.deploy.version if d.deploy else None,
+        "freeze": freeze if shape is not None and shape.freeze is not None else None,
     }
     if shape is None:
         return {k: v for k, v in full.items() if v is not None}
