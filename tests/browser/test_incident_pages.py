@@ -161,6 +161,8 @@ async def test_slack_link_sign_in_list_open_acknowledge_and_approve(
     await expect(row).to_contain_text("1x Engineering Lead")
     await shot(page, "list", tmp_path)
     await watch.check(page)
+    await page.keyboard.press("Tab")
+    await expect(page.locator("a.skip")).to_be_focused()  # the first Tab stop skips the navigation
     await tab_to(page, f'a.id[href="/incidents/{incident_id}"]')
     await page.keyboard.press("Enter")
     await expect(page).to_have_url(f"{stack.base}/incidents/{incident_id}")
