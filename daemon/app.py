@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -277,6 +278,19 @@ async def _finish_rollbacks(c: Components) -> None:
     await c.incidents.close()
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic collector off the hot paths once the daemon is up.
+
+    Start-up's objects (imports, rules, the app) live as long as the process: frozen, no full
+    collection walks them again. A page of 1,000 incidents or a batch of alerts allocates hundreds
+    of thousands of short-lived objects; with the default young threshold (700) each such burst ran
+    many full collections, which took most of the list's time (its profile: to_json 5x slower).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 async def run_daemon(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the rules."""
     configure_logging(settings.logging.level, settings.logging.format)
@@ -288,6 +302,7 @@ async def run_daemon(settings: Settings) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
     try:
         await daemon.start()
+        _tune_gc()
         while not daemon.stop_event.is_set():
             stop_wait = asyncio.ensure_future(daemon.stop_event.wait())
             reload_wait = asyncio.ensure_future(reload_requested.wait())

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.auth import Principal, require
@@ -107,16 +108,18 @@ def _error(exc: RollbackdError) -> JSONResponse:
     return JSONResponse(status_code=code, content={"detail": str(exc), "reason": exc.reason})
 
 
-@router.get("/incidents", response_model=IncidentList)
+@router.get("/incidents", response_model=IncidentList)  # the documented shape; the body is written directly
 async def list_incidents(
     request: Request,
     _p: Annotated[Principal, Depends(require("read"))],
     state: Annotated[_STATES | None, Query()] = None,
     open_only: Annotated[bool, Query(alias="open")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> IncidentList:
+) -> Response:
     views = await _service(request).list(state=state, open_only=open_only, limit=limit)
-    return IncidentList(incidents=[v.to_json() for v in views])
+    # The records are ours and already JSON-shaped: orjson writes a page of 1,000 in a few ms, where
+    # re-validating it against the response model and the stdlib encoder took ~10x longer (issue 19).
+    return Response(orjson.dumps({"incidents": [v.to_json() for v in views]}), media_type="application/json")
 
 
 @router.get("/incidents/{incident_id}")
