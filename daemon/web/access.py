@@ -8,7 +8,7 @@ nothing.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -24,8 +24,16 @@ log = get_logger(__name__)
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after sign-in: a path on this site only (no ``//host`` or ``https://`` open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after sign-in: a path on this site only, never an open redirect.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so
+    ``/<TAB>/evil.example`` would become ``//evil.example``: any control
+    character, space or backslash refuses the value, as does a scheme or host.
+    """
+    if not value or not value.startswith("/") or any(ord(c) <= 0x20 or c in "\\\x7f" for c in value):
+        return "/incidents"
+    parts = urlsplit(value)
+    if value.startswith("//") or parts.scheme or parts.netloc:
         return "/incidents"
     return value
 

@@ -93,7 +93,9 @@ async def signin(request: Request) -> Response:
         )  # fmt: skip
         _set_signin_cookie(request, page, secret)
         return page
-    session = await session_store(state).create(principal.name, "token")
+    sessions = session_store(state)
+    await sessions.end(request.cookies.get(SESSION_COOKIE))  # a new sign-in never keeps an old session alive
+    session = await sessions.create(principal.name, "token")
     log.info("web sign-in", user=principal.name)
     response = render.redirect(target)
     set_session_cookie(request, response, session)

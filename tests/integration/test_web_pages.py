@@ -341,3 +341,14 @@ async def test_the_pages_can_be_turned_off(tmp_path: Path) -> None:
         for path in ("/", "/incidents", "/signin", "/static/web/rollbackd.js"):
             assert (await http.get(path)).status_code == 404, path
         assert (await http.get("/api/v1/incidents", headers=bearer("read"))).status_code == 200
+
+
+async def test_signing_in_again_ends_the_previous_session(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        await sign_in(http, "alice")
+        alice = http.cookies["rollbackd_session"]
+        await sign_in(http, "bob")
+        assert http.cookies["rollbackd_session"] != alice
+        assert "Signed in as <strong>bob</strong>" in (await http.get("/incidents")).text
+    async with _client(daemon, cookies={"rollbackd_session": alice}) as replay:
+        assert (await replay.get("/incidents")).status_code == 303

@@ -15,6 +15,7 @@ from daemon.config import WebSettings
 from daemon.incidents.record import IncidentRecord
 from daemon.model import NotificationKind, OnDeadline, Severity, Target
 from daemon.web import views
+from daemon.web.access import safe_next
 from tests.fakes.records import Lifecycle, lifecycle
 
 __all__ = ["lifecycle"]
@@ -115,3 +116,23 @@ def test_ages_read_at_a_glance() -> None:
 
 def test_timeline_detail_masks_secrets() -> None:
     assert views.detail_text({"why": "quorum met", "token": "abc123"}) == "why=quorum met, token=[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    ("asked", "goes_to"),
+    [
+        ("/incidents/0f25f92e9c73", "/incidents/0f25f92e9c73"),
+        ("/incidents?state=open&severity=P0", "/incidents?state=open&severity=P0"),
+        ("//evil.example/x", "/incidents"),
+        ("/\t/evil.example", "/incidents"),
+        ("/\n/evil.example", "/incidents"),
+        ("/\\evil.example", "/incidents"),
+        ("https://evil.example/", "/incidents"),
+        ("javascript:alert(1)", "/incidents"),
+        ("incidents", "/incidents"),
+        ("", "/incidents"),
+        (None, "/incidents"),
+    ],
+)
+def test_after_sign_in_only_paths_of_this_site(asked: str | None, goes_to: str) -> None:
+    assert safe_next(asked) == goes_to
