@@ -2,8 +2,9 @@
 
 Seed 8.2's emergency procedure, made safe: for every target, check (GitOps,
 kubectl's own refusals, the budget and the loop breaker), persist the intent,
-then pause all → undo all → resume all → wait for all → verify (StatefulSets
-and DaemonSets cannot be paused; they are undone alongside). A failure in
+then pause all → undo all → resume all → wait for all → verify. A single
+target is undone as kubectl does it, without a pause; only a group pauses its
+Deployments (StatefulSets and DaemonSets cannot be paused), so they land together. A failure in
 one target is that target's outcome; the others proceed. An intent persisted
 before the patch makes the request idempotent: a re-executed request whose
 undo already happened answers ALREADY_DONE and only waits, and ``reconcile``
@@ -212,7 +213,8 @@ class RollbackExecutor:
                 f"to revision {plan.to_revision}; nothing changed",
             )
             return
-        work.needs_pause = workload.pausable and not paused
+        # kubectl pauses nothing; only a group pauses its Deployments, so that they land together (seed 8.2).
+        work.needs_pause = workload.pausable and not paused and len(req.targets) > 1
         await self.intents.plan(self._intent(req, work), self.clock.now())
         if self.progress is not None:
             await self.progress(work.key, work.target, "planned")

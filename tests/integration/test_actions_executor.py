@@ -163,13 +163,13 @@ async def test_restart_after_patch_performs_exactly_one_undo(
     with pytest.raises(Crash):
         await doomed.execute(req)
     crashed = state(kube, namespace)
-    assert crashed["paused"] is True  # died between undo and resume
+    assert crashed["paused"] is False  # one target: no pause, as kubectl does it
     assert crashed["image"] == "registry.local/web:v1"
 
     restarted = RollbackExecutor(admin_api, store, SystemClock(), settings(kube))
     reconciled = await restarted.reconcile()
     assert [(r.before, r.after) for r in reconciled] == [("planned", "applied")]
-    assert "resumed" in reconciled[0].detail
+    assert "resumed" not in reconciled[0].detail
 
     again = await restarted.execute(req)
     assert again.targets[0].result is TargetResult.ALREADY_DONE
@@ -184,21 +184,33 @@ async def test_restart_after_patch_performs_exactly_one_undo(
 async def test_restart_before_patch_marks_interrupted_and_changes_nothing(
     kube: KubeCluster, namespace: str, store: Store, admin_api: Any
 ) -> None:
-    deploy_revisions(kube, namespace, count=2)
-    before = state(kube, namespace)
+    """A group pauses its Deployments first; a crash right after the pauses leaves them paused, unchanged."""
+    names = ("web", "api")
+    for name in names:
+        deploy_revisions(kube, namespace, name, count=2)
+    before = {name: state(kube, namespace, name) for name in names}
+    paused = asyncio.Event()
 
-    async def die_after_pause(_key: str, _target: Target, step: str) -> None:
-        if step == "paused":
+    async def die_after_pause(_key: str, target: Target, step: str) -> None:
+        if step == "paused" and target.name == "web":
             raise Crash
+        if step == "paused":
+            paused.set()
 
     doomed = RollbackExecutor(admin_api, store, SystemClock(), settings(kube), progress=die_after_pause)
     with pytest.raises(Crash):
-        await doomed.execute(request(namespace, "web"))
+        await doomed.execute(request(namespace, *names))
+    await asyncio.wait_for(paused.wait(), 30)  # the other pause, already sent when the process "died"
+    assert all(state(kube, namespace, name)["paused"] for name in names)
     reconciled = await RollbackExecutor(admin_api, store, SystemClock(), settings(kube)).reconcile()
-    assert [(r.before, r.after) for r in reconciled] == [("planned", "interrupted")]
-    after = state(kube, namespace)
-    assert after["paused"] is False
-    assert (after["revision"], after["image"]) == (before["revision"], before["image"])
+    assert sorted((r.target.name, r.before, r.after) for r in reconciled) == [
+        ("api", "planned", "interrupted"), ("web", "planned", "interrupted"),
+    ]  # fmt: skip
+    assert all("resumed the Deployment we had paused" in r.detail for r in reconciled)
+    for name in names:
+        after = state(kube, namespace, name)
+        assert after["paused"] is False
+        assert (after["revision"], after["image"]) == (before[name]["revision"], before[name]["image"])
 
 
 def rbac_for(namespace: str, suffix: str) -> str:

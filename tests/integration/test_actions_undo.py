@@ -5,7 +5,7 @@ with ``kubectl apply``, each with its own annotations, so the annotation
 handling is exercised). kubectl undoes one, rollbackd the other through its
 production path (``RollbackExecutor.execute`` with a break-glass request, as
 ``rollbackd rollback`` sends it); the resulting pod templates, Deployment
-annotations and ReplicaSet revisions must be identical — and the refusals must
+annotations, ReplicaSet revisions and ``metadata.generation`` must be identical — and the refusals must
 carry kubectl's messages.
 """
 
@@ -69,7 +69,12 @@ def snapshot(kube: KubeCluster, namespace: str, name: str = "web") -> dict[str, 
     spec: Any = dep["spec"]
     # kubectl apply -n records the namespace in last-applied-configuration: the one expected difference.
     annotations = {k: v.replace(f'"{namespace}"', '"NS"') for k, v in meta["annotations"].items()}
-    return {"template": spec["template"], "annotations": annotations, "replicasets": revisions}
+    # The generation too: kubectl neither pauses nor resumes, so a single-target undo must not either.
+    generation, paused = meta["generation"], spec.get("paused", False)
+    return {
+        "template": spec["template"], "annotations": annotations, "replicasets": revisions,
+        "generation": generation, "paused": paused,
+    }  # fmt: skip
 
 
 def wait_settled(kube: KubeCluster, namespace: str, name: str = "web") -> None:
