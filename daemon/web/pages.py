@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from daemon.api.state import ApiState, state_of
 from daemon.control.pauses import Pause, Pauses
@@ -126,6 +126,19 @@ async def incident(request: Request, incident_id: str) -> Response:
     if not isinstance(user, User):
         return user
     return finish(request, await incident_page(request, incident_id, user), user)
+
+
+@router.get("/incidents/{incident_id}/version")
+async def incident_version(request: Request, incident_id: str) -> Response:
+    """When the incident last changed: the page's script polls this and reloads when it moves."""
+    user = await user_or_signin(request)
+    if not isinstance(user, User):
+        return render.secure(JSONResponse({"detail": "signed out"}, status_code=401))
+    try:
+        record = await state_of(request).incidents.get(incident_id)
+    except IncidentNotFoundError:
+        return render.secure(JSONResponse({"detail": "not found"}, status_code=404))
+    return render.secure(JSONResponse({"updated_at": record.updated_at.isoformat(), "state": record.state.value}))
 
 
 @router.get("/rules")

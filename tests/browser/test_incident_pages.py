@@ -231,7 +231,7 @@ async def test_reject_after_a_partial_quorum_then_sign_out_and_be_refused(
     await shot(page, "partial-quorum", tmp_path)
     await watch.check(page)
     assert (await stack.record(incident_id))["missing_roles"] == {"Data Lead": 1}
-    await carol.close()
+    carol_page = page
 
     dave, page, watch = await _context(browser)
     await page.goto(url)
@@ -249,6 +249,9 @@ async def test_reject_after_a_partial_quorum_then_sign_out_and_be_refused(
     record = await stack.record(incident_id)
     assert record["state"] == "rejected"
     assert [(a["approver"], a["verdict"]) for a in record["approvals"]] == [("carol", "approve"), ("dave", "reject")]
+    # carol's page, left open, follows the change by itself (its script polls the incident's version).
+    await expect(carol_page.locator(".idline .state")).to_have_text("rejected", timeout=15_000)
+    await carol.close()
 
     # Sign out: the session ends, the page asks for sign-in again, the old cookie is refused.
     [cookie] = [c for c in await dave.cookies() if c["name"] == "rollbackd_session"]

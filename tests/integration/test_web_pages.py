@@ -352,3 +352,16 @@ async def test_signing_in_again_ends_the_previous_session(daemon: Daemon) -> Non
         assert "Signed in as <strong>bob</strong>" in (await http.get("/incidents")).text
     async with _client(daemon, cookies={"rollbackd_session": alice}) as replay:
         assert (await replay.get("/incidents")).status_code == 303
+
+
+async def test_the_version_an_open_page_polls_moves_with_the_incident(daemon: Daemon) -> None:
+    async with _client(daemon) as http:
+        incident_id = await open_incident(daemon, http)
+        assert (await http.get(f"/incidents/{incident_id}/version")).status_code == 401
+        await sign_in(http, "alice")
+        before = (await http.get(f"/incidents/{incident_id}/version")).json()
+        assert before["state"] == "awaiting_approval"
+        await http.post(f"/api/v1/incidents/{incident_id}/ack", headers=bearer("ack"))
+        after = (await http.get(f"/incidents/{incident_id}/version")).json()
+        assert after["updated_at"] > before["updated_at"]
+        assert (await http.get("/incidents/000000000000/version")).status_code == 404
