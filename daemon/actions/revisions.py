@@ -25,8 +25,6 @@ from typing import Any
 from daemon.actions.undo import UndoError, UndoPlan, is_controlled_by, revision_not_found_error
 from daemon.target import Target, WorkloadKind
 
-REVISION_HASH_LABEL = "controller-revision-hash"
-
 
 def no_last_revision_error() -> UndoError:
     return UndoError("no last revision to roll back to", reason="no_history")
@@ -37,10 +35,12 @@ def revision_number(revision: Mapping[str, Any]) -> int:
 
 
 def revision_hash(revision: Mapping[str, Any]) -> str:
-    """The revision's hash label (what the controller stamps on pods), else the name's suffix."""
-    meta = revision.get("metadata") or {}
-    label = (meta.get("labels") or {}).get(REVISION_HASH_LABEL)
-    return str(label) if label else str(meta.get("name", "")).rsplit("-", 1)[-1]
+    """What identifies the revision's template: its name, ``<workload>-<hash of the data>``.
+
+    The name, not a label: the DaemonSet controller labels its revisions ``controller-revision-hash``,
+    the StatefulSet controller ``controller.kubernetes.io/hash``, and both derive the name from it.
+    """
+    return str((revision.get("metadata") or {}).get("name", ""))
 
 
 def controlled_history(workload: Mapping[str, Any], revisions: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

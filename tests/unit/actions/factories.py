@@ -104,13 +104,15 @@ def controller_revision(
 ) -> dict[str, Any]:
     """A ControllerRevision as the StatefulSet/DaemonSet controller writes it: the template to restore."""
     hash_ = f"h{image.rsplit(':', 1)[-1]}"
+    # The controllers label the hash differently; both name the revision <workload>-<hash>.
+    hash_label = "controller.kubernetes.io/hash" if kind == "StatefulSet" else "controller-revision-hash"
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
         "metadata": {
             "name": f"web-{hash_}",
             "namespace": "prod",
-            "labels": {"app": "web", "controller-revision-hash": hash_},
+            "labels": {"app": "web", hash_label: hash_},
             "ownerReferences": [
                 {"apiVersion": "apps/v1", "kind": kind, "name": "web", "uid": owner, "controller": True}
             ],

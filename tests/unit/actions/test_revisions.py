@@ -27,7 +27,7 @@ def test_previous_is_second_highest_revision_number(kind: tuple[str, WorkloadKin
     history = revision_history(api_kind)
     plan = plan_revision_undo(target(k), workload(api_kind, "web:v3"), history)
     assert (plan.from_revision, plan.to_revision, plan.to_replicaset) == (3, 2, "web-hv2")
-    assert (plan.from_template_hash, plan.to_template_hash) == ("hv3", "hv2")
+    assert (plan.from_template_hash, plan.to_template_hash) == ("web-hv3", "web-hv2")
     # v1 was rolled back to once: the controller renumbered it 4, so "previous" is now v3.
     history[1]["revision"] = 4
     plan = plan_revision_undo(target(k), workload(api_kind, "web:v1"), history)
@@ -87,7 +87,7 @@ def test_skip_when_live_template_matches_uses_the_named_number(kind: tuple[str, 
 def test_workload_live_hash_and_no_pause(kind: tuple[str, WorkloadKind]) -> None:
     api_kind, k = kind
     loaded = Workload(target(k), workload(api_kind, "web:v2"), tuple(revision_history(api_kind)))
-    assert loaded.live_hash == "hv2"
+    assert loaded.live_hash == "web-hv2"
     assert not loaded.pausable
     assert not loaded.paused
     assert Workload(target(k), workload(api_kind, "web:v9"), tuple(revision_history(api_kind))).live_hash == ""
