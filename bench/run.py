@@ -23,6 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 # name → (module, full-size arguments, quick arguments)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "ingest": ("bench.ingest", [], ["--runs", "3", "--batches", "10"]),
+    "ingest-join": ("bench.ingest", ["--variant", "join"], ["--variant", "join", "--runs", "3", "--batches", "10"]),
+    "ingest-postgres": (
+        "bench.ingest",
+        ["--store", "postgres"],
+        ["--store", "postgres", "--runs", "3", "--batches", "10"],
+    ),
+    "ingest-join-postgres": (
+        "bench.ingest",
+        ["--variant", "join", "--store", "postgres"],
+        ["--variant", "join", "--store", "postgres", "--runs", "3", "--batches", "10"],
+    ),
+    "incidents": ("bench.incidents", [], ["--incidents", "200", "--reads", "5", "--cli-runs", "2"]),
+    "storm": ("bench.storm", [], ["--alerts", "5000"]),
     "rules": ("bench.rules_scaling", [], []),
     "kafka": ("bench.kafka", [], ["--runs", "2", "--events", "1000"]),
     "memory": ("bench.memory", [], ["--incidents", "2000"]),
