@@ -28,6 +28,7 @@ from typing import Any
 import uvicorn
 
 from daemon.actions.client import KubeClient, connect
+from daemon.actions.events import KubeEventNotifier
 from daemon.actions.leader import LeaderElector
 from daemon.api.app import build_app
 from daemon.api.auth import TokenAuth, tokens_required
@@ -114,6 +115,9 @@ class Daemon:
         channels = tuple(n.channel for n in notifiers)
         if self.settings.slack.enabled:  # pause and resume notices; not a channel incidents write to
             notifiers.append(AutomationSlackNotifier.from_settings(self.settings.slack))
+        if api_client is not None:  # Kubernetes Events and annotations on the rolled-back targets
+            timeout_s, name = self.settings.kubernetes.request_timeout_s, self.settings.instance
+            notifiers.append(KubeEventNotifier(api_client, timeout_s, self.clock, instance=name))
         io = Io(
             store, self.clock, api_client, leader, dry_run,
             notifiers=[*notifiers, *([publisher] if publisher is not None else [])], notify_channels=channels,

@@ -20,6 +20,7 @@ from daemon.clock import Clock
 from daemon.config import Settings
 from daemon.control.guard import AutomationGuard, freeze_check
 from daemon.control.pauses import Pauses, PauseWatcher
+from daemon.incidents.kube_events import CHANNEL as KUBE_EVENTS
 from daemon.incidents.service import IncidentService
 from daemon.ingest.claims import InboxClaims
 from daemon.ingest.dispatcher import Dispatcher
@@ -85,6 +86,7 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
         notify_channels=io.notify_channels,
         on_notify=outbox.wake,
         publish_as=io.publish_as,
+        kube_events=any(n.channel == KUBE_EVENTS for n in io.notifiers),
         guard=AutomationGuard(
             store, clock, pauses, watcher=watcher, freeze=freeze_check(lambda: rules.current.freeze_windows)
         ),

@@ -25,6 +25,7 @@ from daemon.control.hold import ONE_ATTEMPT, ONE_ATTEMPT_REFUSAL, Hold
 from daemon.errors import RollbackdError, TemporaryError
 from daemon.incidents import events as ev
 from daemon.incidents import repo
+from daemon.incidents.kube_events import KubeEvents
 from daemon.incidents.machine import MANUAL_RULE, Incident, State
 from daemon.incidents.publish import Publications
 from daemon.incidents.write import Extra, Writer
@@ -58,7 +59,9 @@ class Driver:
         *,
         is_leader: Callable[[], bool],
         guard: AutomationGuard | None = None,
+        events: KubeEvents | None = None,
     ) -> None:
+        self._events = events or KubeEvents(enabled=False)  # Kubernetes Events on the targets
         self._store = store
         self._guard = guard  # None: nothing holds an automated rollback (tests of the bare driver)
         self._clock = clock
@@ -213,6 +216,7 @@ class Driver:
         async def record(s: AsyncSession, current: Incident) -> bool:
             if current.state not in (State.APPROVED, State.ROLLING_BACK):
                 return False  # moved on meanwhile (resolved, rejected): nothing to hold
+            self._events.held(s, current, outcomes, detail, self._clock.now())
             targets = [str(t) for t in current.decision.targets]
             guard.record(
                 s, current.id, current.decision, Hold(guard_name, detail), {"targets": targets, "results": results}
@@ -230,9 +234,7 @@ class Driver:
         await self._finish(
             incident_id,
             ev.RollbackFinished(at=self._clock.now(), ok=ok, detail=detail, results=results),
-            extra=self._publishing(
-                lambda s, inc: self._publish.actions(s, inc.id, outcome.targets, automatic=automatic)
-            ),
+            extra=self._publishing(lambda s, inc: self._published(s, inc, outcome.targets, automatic=automatic)),
         )
         if ok:
             check: ev.Event = (
@@ -252,6 +254,11 @@ class Driver:
 
     async def _finish(self, incident_id: str, event: ev.Event, *, extra: Extra | None = None) -> None:
         await self._writer.apply(incident_id, event, extra=extra, strict=False)
+
+    def _published(self, s: AsyncSession, inc: Incident, outcomes: Sequence[TargetOutcome], *, automatic: bool) -> None:
+        """The rollback's result for other systems: Kafka's action events and the targets' Kubernetes Events."""
+        self._publish.actions(s, inc.id, outcomes, automatic=automatic)
+        self._events.outcomes(s, inc, outcomes, self._clock.now())
 
     @staticmethod
     def _publishing(publish: Callable[[AsyncSession, Incident], None]) -> Extra:

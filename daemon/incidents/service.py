@@ -23,6 +23,7 @@ from daemon.incidents import repo
 from daemon.incidents.approvals import Approvers
 from daemon.incidents.driver import Driver, Executor
 from daemon.incidents.intake import Intake
+from daemon.incidents.kube_events import KubeEvents
 from daemon.incidents.machine import Ignored, Incident, Policy, Transition
 from daemon.incidents.people import People
 from daemon.incidents.publish import Publications
@@ -55,6 +56,7 @@ class IncidentService:
         on_notify: Callable[[], None] | None = None,
         publish_as: str | None = None,
         guard: AutomationGuard | None = None,
+        kube_events: bool = False,
     ) -> None:
         self._clock = clock
         self._on_notify = on_notify
@@ -68,7 +70,10 @@ class IncidentService:
             store, clock, self.policy, is_leader=is_leader, notify_channels=notify_channels, on_commit=self._committed,
             may_hold=(lambda inc: guard.may_hold(inc.decision)) if guard is not None else lambda _inc: False,
         )  # fmt: skip
-        self._driver = Driver(store, clock, self._writer, executor, publish, is_leader=is_leader, guard=guard)
+        events = KubeEvents(enabled=kube_events)  # Events on the targets, when a cluster is connected
+        self._driver = Driver(
+            store, clock, self._writer, executor, publish, is_leader=is_leader, guard=guard, events=events
+        )
         self._intake = Intake(
             store, clock, self._writer, self.approvers, publish, manual_rollback=manual_rollback, on_notify=on_notify
         )
