@@ -256,6 +256,11 @@ class PagerDutySettings(_Group):
 class ApproverSettings(_Group):
     name: str
     roles: list[str]
+    deploy_authors: list[str] = Field(
+        default_factory=list,
+        description="Who this person is in deploy events' author field (Git e-mail, CI user); their name "
+        "always counts. Used by rules with forbid_author_approval.",
+    )
     slack_user_id: str | None = None
     pagerduty_user_id: str | None = None
     totp_secret: SecretRef | None = Field(None, description="Base32 TOTP seed.")

@@ -127,6 +127,7 @@ class ApprovalRequirement:
     mode: QuorumMode = QuorumMode.ALL_OF
     deadline_s: float | None = None
     on_deadline: OnDeadline = OnDeadline.ESCALATE
+    forbid_author_approval: bool = False  # the deploy's author may not approve its rollback
 
     @property
     def required(self) -> bool:
@@ -138,6 +139,7 @@ class ApprovalRequirement:
             "mode": self.mode.value,
             "deadline_s": self.deadline_s,
             "on_deadline": self.on_deadline.value,
+            **({"forbid_author_approval": True} if self.forbid_author_approval else {}),
         }
 
     @classmethod
@@ -147,6 +149,7 @@ class ApprovalRequirement:
             mode=QuorumMode(data.get("mode", "all_of")),
             deadline_s=data.get("deadline_s"),
             on_deadline=OnDeadline(data.get("on_deadline", "escalate")),
+            forbid_author_approval=bool(data.get("forbid_author_approval", False)),
         )
 
 

@@ -96,7 +96,10 @@ class DaemonProcess:
             "logging": {"level": self.log_level, "format": "json"},
         }
         for group, values in self.extra.items():
-            cfg.setdefault(group, {}).update(values)
+            if isinstance(values, dict):
+                cfg.setdefault(group, {}).update(values)
+            else:  # a top-level list or value: approvers, instance
+                cfg[group] = values
         if self.instance:
             cfg["instance"] = self.instance
         return cfg

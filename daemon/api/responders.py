@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from daemon.config import ApproverSettings
+from daemon.incidents.record import IncidentRecord
 
 
 class IncidentResponder(Protocol):
@@ -21,6 +22,10 @@ class IncidentResponder(Protocol):
     code, locked out, not allowed) or ``TemporaryError`` (store unavailable), with a
     short ``reason``; the routers turn those into replies.
     """
+
+    async def get(self, incident_id: str) -> IncidentRecord:
+        """The decision record (``IncidentNotFoundError``, a PermanentError, if there is none)."""
+        ...
 
     async def acknowledge(self, incident_id: str, actor: str, *, via: str) -> object: ...
 

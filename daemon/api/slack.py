@@ -19,7 +19,7 @@ import hmac
 import json
 import urllib.parse
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request, Response, status
@@ -33,6 +33,7 @@ from daemon.logs import get_logger
 from daemon.metrics import INPUT_REJECTED
 from daemon.notify import slack_render
 from daemon.notify.slack import make_web_client, map_slack_error
+from daemon.notify.text import escape
 
 from .responders import IncidentResponder, approver_by_slack_user
 
@@ -41,6 +42,7 @@ log = get_logger(__name__)
 
 MAX_SKEW_S = 300.0
 INLINE_BUDGET_S = 2.5  # Slack gives up on an interaction after 3 s
+CHECK_BUDGET_S = 0.5  # the "already approved" look-up must leave views.open its time
 NOT_AUTHORISED = "You are not authorised to act on rollbackd incidents."
 
 _pending: set[asyncio.Task[Any]] = set()
@@ -128,7 +130,11 @@ async def interactivity(request: Request, background: BackgroundTasks) -> Respon
         background.add_task(_ephemeral, settings, channel_id, event.user.id, NOT_AUTHORISED)
         return Response(status_code=200)
     if verb == "approve":
-        await _open_modal(settings, event, incident_id)
+        already = await _already_approved(state_of(request).incidents, incident_id, approver.name)
+        if already:  # a second press by the same approver: say so, no modal, no code typed for nothing
+            background.add_task(_ephemeral, settings, channel_id, event.user.id, already)
+        else:
+            await _open_modal(settings, event, incident_id)
         return Response(status_code=200)
     presser = _Presser(approver.name, event.user.id, channel_id)
     background.add_task(_act, state_of(request).incidents, settings, verb, incident_id, presser)
@@ -154,7 +160,21 @@ async def _act(responder: IncidentResponder, settings: Settings, verb: str, inci
         log.info("slack action applied", verb=verb, incident_id=incident_id, approver=who.approver)
     except RollbackdError as exc:
         log.warning("slack action refused", verb=verb, incident_id=incident_id, reason=exc.reason)
-        await _ephemeral(settings, who.channel_id, who.user_id, f"Could not {verb} incident {incident_id}: {exc}")
+        refused = escape(f"Could not {verb} incident {incident_id}: {exc}")
+        await _ephemeral(settings, who.channel_id, who.user_id, refused)
+
+
+async def _already_approved(responder: IncidentResponder, incident_id: str, approver: str) -> str | None:
+    """"already approved" with when, if ``approver`` approved this incident; None otherwise or if unknown in time."""
+    try:
+        record = await asyncio.wait_for(responder.get(incident_id), timeout=CHECK_BUDGET_S)
+    except (RollbackdError, TimeoutError):
+        return None  # the modal opens; the approval itself is refused if it is a repeat
+    mine = [a for a in record.verdicts("approve") if a.approver == approver]
+    if not mine:
+        return None
+    at = mine[0].at.astimezone(UTC)
+    return escape(f"You already approved incident {incident_id} (as {mine[0].role}, {at:%Y-%m-%d %H:%M} UTC).")
 
 
 async def _open_modal(settings: Settings, event: Interaction, incident_id: str) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy import select
 
 from daemon.clock import Clock
 from daemon.config import ApproverSettings
+from daemon.deploys import DeployEvent
 from daemon.errors import ConfigError
 from daemon.incidents.errors import ApproverLockedError, NotPermittedError, RateLimitedError, WrongCodeError
 from daemon.logs import get_logger
@@ -54,6 +55,12 @@ class Approver:
     code_hash: str | None
     slack_user_id: str | None = None
     pagerduty_user_id: str | None = None
+    deploy_authors: frozenset[str] = frozenset()
+
+    def authored(self, author: str) -> bool:
+        """Whether a deploy event's ``author`` is this person (their name or a configured alias, any case)."""
+        who = author.strip().casefold()
+        return bool(who) and who in {self.name.casefold(), *(a.casefold() for a in self.deploy_authors)}
 
 
 def load_approvers(settings: list[ApproverSettings]) -> dict[str, Approver]:
@@ -66,7 +73,10 @@ def load_approvers(settings: list[ApproverSettings]) -> dict[str, Approver]:
         code_hash = a.code_hash.read() if a.code_hash else None
         if code_hash is not None and not code_hash.startswith("$argon2"):
             raise ConfigError(f"approvers.{a.name}.code_hash: expected an argon2 hash ($argon2id$...)")
-        found[a.name] = Approver(a.name, frozenset(a.roles), totp, code_hash, a.slack_user_id, a.pagerduty_user_id)
+        found[a.name] = Approver(
+            a.name, frozenset(a.roles), totp, code_hash, a.slack_user_id, a.pagerduty_user_id,
+            frozenset(a.deploy_authors),
+        )  # fmt: skip
     return found
 
 
@@ -150,6 +160,17 @@ def _argon2_ok(stored: str, code: str) -> bool:
         return _HASHER.verify(stored, code)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+def check_not_author(approver: Approver, requirement: ApprovalRequirement, deploy: DeployEvent | None) -> None:
+    """NotPermittedError when the rule forbids the deploy's author to approve its rollback (they may still reject)."""
+    if requirement.forbid_author_approval and deploy is not None and approver.authored(deploy.author):
+        APPROVAL_ATTEMPTS.labels(outcome="author_refused").inc()
+        what = deploy.version or deploy.image or deploy.event_id
+        raise NotPermittedError(
+            f"{approver.name} authored the deploy being rolled back ({what}); this rule forbids approving "
+            "a rollback of one's own deploy (forbid_author_approval)"
+        )
 
 
 def pick_role(

@@ -18,7 +18,7 @@ from structlog.contextvars import bound_contextvars
 from daemon.clock import Clock
 from daemon.incidents import events as ev
 from daemon.incidents import repo
-from daemon.incidents.approvals import Approver, Approvers, pick_role, veto_role
+from daemon.incidents.approvals import Approver, Approvers, check_not_author, pick_role, veto_role
 from daemon.incidents.errors import InvalidTransitionError, NotPermittedError
 from daemon.incidents.machine import Incident, State, Transition, transition
 from daemon.incidents.record import IncidentRecord
@@ -62,9 +62,13 @@ class People:
     ) -> IncidentRecord:  # fmt: skip
         with bound_contextvars(incident_id=incident_id):
             inc = await self._voting(incident_id, "approve or reject")
+            if not reject and any(v.approver == approver for v in inc.approvals):
+                # A second press is answered plainly, before any code is checked or a TOTP step spent.
+                raise InvalidTransitionError(f"{approver} has already approved incident {incident_id}")
             who = await self._approvers.verify(approver, code)
             if reject:
                 return await self._reject(inc, who, role=role, via=via, comment=comment)
+            check_not_author(who, inc.decision.approval, inc.decision.deploy)
             chosen = pick_role(who, inc.decision.approval, inc.missing_roles(), role)
             event = ev.Approved(at=self._clock.now(), actor=who.name, approver=who.name, role=chosen, via=via)
             return await self._verdict(incident_id, event, "approve", comment)

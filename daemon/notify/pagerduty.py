@@ -31,6 +31,7 @@ from daemon.logs import get_logger
 from daemon.model import NotificationKind, Severity
 from daemon.notify.notice import Notice
 from daemon.notify.ratelimit import SlidingWindowLimiter
+from daemon.notify.text import clip_plain, incident_url
 from daemon.redact import redact
 
 log = get_logger(__name__)
@@ -48,6 +49,7 @@ _ACK = {NotificationKind.ACKNOWLEDGED}
 _RESOLVE = {NotificationKind.RESOLVED, NotificationKind.REJECTED}
 
 PREFIX = "rollbackd-"
+SUMMARY_MAX = 1024  # the Events API v2 refuses a longer payload.summary
 
 
 def dedup_key(incident_id: str) -> str:
@@ -188,8 +190,8 @@ class PagerDutyNotifier:
             return {}
         targets = n.record.decision.targets
         payload: dict[str, Any] = {
-            "summary": f"[{n.severity.value}] {n.summary}"[:1024],
-            "source": ", ".join(n.record.targets)[:255] or "rollbackd",
+            "summary": clip_plain(f"[{n.severity.value}] {n.summary}", SUMMARY_MAX),
+            "source": clip_plain(", ".join(n.record.targets), 255) or "rollbackd",
             "severity": SEVERITY[n.severity],
             "custom_details": custom_details(n),
         }
@@ -198,8 +200,7 @@ class PagerDutyNotifier:
         if targets:
             payload["component"], payload["group"] = targets[0].name, targets[0].namespace
         body: dict[str, Any] = {"payload": payload, "client": "rollbackd"}
-        if self._public_url:
-            url = f"{self._public_url}/incidents/{n.incident_id}"
+        if url := incident_url(self._public_url, n.incident_id):
             body["client_url"] = url
             body["links"] = [{"href": url, "text": f"rollbackd incident {n.incident_id}"}]
         return body

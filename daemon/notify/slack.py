@@ -27,6 +27,7 @@ from daemon.logs import get_logger
 from daemon.notify import slack_render
 from daemon.notify.notice import Notice
 from daemon.notify.refs import MemoryRefs, Refs
+from daemon.notify.text import incident_url
 
 log = get_logger(__name__)
 
@@ -98,7 +99,7 @@ class SlackNotifier:
 
     async def deliver(self, payload: dict[str, Any]) -> None:
         view = Notice.from_payload(payload)
-        url = f"{self._public_url}/incidents/{view.incident_id}" if self._public_url else None
+        url = incident_url(self._public_url, view.incident_id)
         text, blocks = slack_render.main_message(view, url)
         ref = await self._refs.get(view.incident_id, self.channel) or {}
         if ref.get("ts"):
@@ -114,10 +115,10 @@ class SlackNotifier:
             ref = {"channel": resp["channel"], "ts": resp["ts"], "thread": {}}
             # Stored before the thread reply, so a retry after a failed reply updates, not re-posts.
             await self._refs.put(view.incident_id, self.channel, ref)
-        await self._reply(view, ref)
+        await self._reply(view, ref, url)
 
-    async def _reply(self, view: Notice, ref: dict[str, Any]) -> None:
-        reply = slack_render.thread_reply(view)
+    async def _reply(self, view: Notice, ref: dict[str, Any], url: str | None) -> None:
+        reply = slack_render.thread_reply(view, url)
         thread: dict[str, str] = dict(ref.get("thread") or {})
         key = str(view.outbox_id) if view.outbox_id is not None else None
         if key is not None and key in thread:

@@ -7,23 +7,38 @@ the rollback did and what its verification found, and what it is waiting for.
 Buttons carry the incident id in their ``action_id``
 (``rollbackd:<verb>:<incident_id>``); the approval modal asks for the code in a
 ``plain_text_input`` so it never appears in a message.
+
+Every text is composed from raw values and our own markup, then escaped once
+(``notify.text.escape``: nothing an alert carries can mention, link or format)
+and cut to Slack's limits (section text 3,000, field 2,000, header 150, button
+value 2,000, 50 blocks), visibly, with a link to the full decision record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from typing import Any
 
-from daemon.incidents.record import IncidentRecord
+from daemon.incidents.record import ApprovalEntry, IncidentRecord
 from daemon.incidents.state import State
-from daemon.model import NotificationKind, QuorumMode, Severity
+from daemon.model import Decision, NotificationKind, QuorumMode, Severity
 from daemon.notify.notice import Notice
+from daemon.notify.text import clip, clip_plain, escape
 
 ACTION_PREFIX = "rollbackd"
 VERBS = ("ack", "approve", "reject")
 APPROVE_CALLBACK = "rollbackd:approve"
 CODE_BLOCK = "code"
 CODE_ACTION = "code"
+
+# Slack's documented Block Kit limits.
+SECTION_TEXT_MAX = 3000
+FIELD_TEXT_MAX = 2000
+HEADER_TEXT_MAX = 150
+BUTTON_VALUE_MAX = 2000
+BLOCKS_MAX = 50
+MESSAGE_TEXT_MAX = 3000  # a message's fallback text and thread replies: Slack allows more, nobody reads more
 
 _ICON = {Severity.P0: ":red_circle:", Severity.P1: ":large_orange_circle:", Severity.P2: ":large_yellow_circle:"}
 
@@ -41,17 +56,47 @@ def parse_action_id(value: str) -> tuple[str, str] | None:
     return verb, incident_id
 
 
-def _text(s: str, limit: int = 2900) -> str:
-    # Section text is limited to 3000 characters by Slack.
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
 def _fmt_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def measured_text(measured: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} = {_fmt_value(v)}" for k, v in sorted(measured.items()))
+
+
+def deploy_text(d: Decision) -> str:
+    """The deploy the decision is about, as the delivery pipeline reported it (author included)."""
+    dep = d.deploy
+    if dep is None:
+        return ""
+    what = dep.version or dep.image or (f"revision {dep.revision}" if dep.revision is not None else "a deploy")
+    return f"{what} by {dep.author}" if dep.author else what
+
+
+def quorum_progress(r: IncidentRecord) -> str:
+    """How far the quorum is: ``1 of 2: CTO ✓, Data Lead pending`` (all_of), ``any one of: …`` (any_of)."""
+    req = r.decision.approval
+    if not req.required:
+        return ""
+    approved = [a.role for a in r.verdicts("approve")]
+    parts, done = [], 0
+    for role, need in req.roles.items():
+        got = min(approved.count(role), need)
+        done += got
+        if got >= need:
+            parts.append(f"{role} ✓" if need == 1 else f"{role} ✓ {got}/{need}")
+        else:
+            parts.append(f"{role} pending" if need == 1 else f"{role} {got}/{need}")
+    if req.mode is QuorumMode.ANY_OF:
+        return "any one of: " + ", ".join(parts)
+    return f"{done} of {sum(req.roles.values())}: " + ", ".join(parts)
+
+
+def verdict_line(a: ApprovalEntry) -> str:
+    """Who gave a verdict, as what, when and where: the line that replaces the buttons."""
+    icon, verb = (":white_check_mark:", "Approved") if a.verdict == "approve" else (":no_entry:", "Rejected")
+    line = f"{icon} {verb} by {a.approver} as {a.role} at {a.at.astimezone(UTC):%Y-%m-%d %H:%M} UTC via {a.via}"
+    return line + (f": {a.comment}" if a.comment else "")
 
 
 def waiting_for(n: Notice) -> str:
@@ -103,30 +148,49 @@ def main_message(n: Notice, incident_url: str | None = None) -> tuple[str, list[
     if r.acknowledged_by:
         fields.append(f"*Acknowledged by*\n{r.acknowledged_by}")
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _text(headline, 150)}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        {"type": "header", "text": {"type": "plain_text", "text": clip_plain(escape(headline), HEADER_TEXT_MAX)}},
+        {"type": "section", "fields": [_mrkdwn(f, FIELD_TEXT_MAX, incident_url) for f in fields]},
     ]
     why = d.reason or "no reason recorded"
     if d.measured:
         why += f"\nMeasured: {measured_text(d.measured)}"
     if d.to_revision is not None:
         why += f"\nRollback to revision {d.to_revision}"
-    blocks.append(_section(f"*Why:* {why}"))
+    if d.deploy is not None:
+        why += f"\nDeploy: {deploy_text(d)}"
+    blocks.append(_section(f"*Why:* {why}", incident_url))
     if outcome := outcome_text(r):
-        blocks.append(_section(f"*Outcome:*\n{outcome}"))
-    blocks.append(_section(f"*Waiting for:* {waiting_for(n)}"))
+        blocks.append(_section(f"*Outcome:*\n{outcome}", incident_url))
+    if progress := quorum_progress(r):
+        blocks.append(_section(f"*Approvals:* {progress}", incident_url))
+    blocks.append(_section(f"*Waiting for:* {waiting_for(n)}", incident_url))
+    if r.approvals:  # once a verdict is in, who did what and when stands where Approve/Reject were
+        blocks.append(_section("\n".join(verdict_line(a) for a in r.approvals), incident_url))
     buttons = _buttons(r)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"rollbackd:{r.id}", "elements": buttons})
-    context = f"incident `{r.id}`"
+    context = f"incident `{escape(r.id)}`"
     if incident_url:
         context += f" · <{incident_url}|decision record>"
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
-    return _text(f"[{n.severity.value}] {n.summary} — {r.state.value}", 3000), blocks
+    fallback = clip(escape(f"[{n.severity.value}] {n.summary} — {r.state.value}"), MESSAGE_TEXT_MAX, incident_url)
+    return fallback, _capped(blocks)
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _text(text)}}
+def _mrkdwn(raw: str, limit: int, url: str | None) -> dict[str, Any]:
+    """A mrkdwn text object: ``raw`` (untrusted values and our markup) escaped, then cut to ``limit``."""
+    return {"type": "mrkdwn", "text": clip(escape(raw), limit, url)}
+
+
+def _section(raw: str, url: str | None = None) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(raw, SECTION_TEXT_MAX, url)}
+
+
+def _capped(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At most ``BLOCKS_MAX`` blocks; the last one (the context with the record's link) always stays."""
+    if len(blocks) <= BLOCKS_MAX:
+        return blocks
+    return [*blocks[: BLOCKS_MAX - 2], _section("…"), blocks[-1]]
 
 
 def _buttons(r: IncidentRecord) -> list[dict[str, Any]]:
@@ -146,7 +210,7 @@ def _button(label: str, verb: str, incident_id: str, style: str | None = None) -
         "type": "button",
         "text": {"type": "plain_text", "text": label},
         "action_id": action_id(verb, incident_id),
-        "value": incident_id,
+        "value": clip_plain(incident_id, BUTTON_VALUE_MAX),
     }
     if style:
         button["style"] = style
@@ -195,12 +259,14 @@ _REPLIES: dict[NotificationKind, Callable[[Notice], str]] = {
 }
 
 
-def thread_reply(n: Notice) -> str:
-    """One reply per step, posted in the incident message's thread."""
+def thread_reply(n: Notice, incident_url: str | None = None) -> str:
+    """One reply per step, posted in the incident message's thread (mrkdwn, escaped and cut)."""
     render = _REPLIES.get(n.kind)
     if render is None:
-        return _text(f":information_source: {n.kind.value.replace('_', ' ').capitalize()}: {n.summary}")
-    return _text(render(n))
+        raw = f":information_source: {n.kind.value.replace('_', ' ').capitalize()}: {n.summary}"
+    else:
+        raw = render(n)
+    return clip(escape(raw), MESSAGE_TEXT_MAX, incident_url)
 
 
 def approval_modal(incident_id: str, summary: str) -> dict[str, Any]:
@@ -213,7 +279,7 @@ def approval_modal(incident_id: str, summary: str) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Approve"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": _text(f"*{summary}*\nincident `{incident_id}`")}},
+            _section(f"*{summary}*\nincident `{incident_id}`"),
             {
                 "type": "input",
                 "block_id": CODE_BLOCK,

@@ -48,6 +48,7 @@ def approval_from(defn: ApprovalDef | None) -> ApprovalRequirement:
         mode=QuorumMode.ALL_OF if defn.all_of is not None else QuorumMode.ANY_OF,
         deadline_s=defn.deadline,
         on_deadline=defn.on_deadline,
+        forbid_author_approval=defn.forbid_author_approval,
     )
 
 

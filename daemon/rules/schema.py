@@ -60,6 +60,9 @@ class ApprovalDef(_Strict):
     any_of: RoleCounts | None = None
     deadline: Duration | None = None
     on_deadline: OnDeadline = OnDeadline.ESCALATE
+    forbid_author_approval: bool = Field(
+        False, description="An approver may not approve the rollback of a deploy they authored (they may reject)."
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ApprovalDef:

@@ -19,6 +19,7 @@ import pytest
 from daemon.clock import FakeClock
 from daemon.config import Settings
 from daemon.errors import PermanentError
+from daemon.incidents.record import IncidentRecord
 from daemon.model import NotificationKind
 from daemon.notify.outbox import OutboxWorker
 from daemon.store.db import Store
@@ -48,6 +49,12 @@ class FakeIncidents:
     def __init__(self, store: Store, clock: FakeClock, records: Lifecycle) -> None:
         self.store, self.clock, self.records = store, clock, records
         self.calls: list[tuple[Any, ...]] = []
+
+    async def get(self, incident_id: str) -> IncidentRecord:
+        """The real record of the step this fake is at: approved by ada once she approved, else just opened."""
+        approved = any(c[0] == "approve" and c[1] == incident_id for c in self.calls)
+        rec = self.records.record(NotificationKind.APPROVED if approved else NotificationKind.OPENED)
+        return IncidentRecord.from_json({**rec, "id": incident_id})
 
     async def acknowledge(self, incident_id: str, actor: str, *, via: str) -> None:
         self.calls.append(("ack", incident_id, actor, via))
@@ -114,10 +121,12 @@ async def press(client: httpx.AsyncClient, payload: dict[str, Any], *, secret: s
     return await client.post("/slack/interactivity", content=body, headers=headers)
 
 
-async def test_forged_and_stale_slack_signatures_are_rejected(client: httpx.AsyncClient,
-                                                              incidents: FakeIncidents) -> None:  # fmt: skip
+async def test_forged_and_stale_slack_signatures_are_rejected(client: httpx.AsyncClient, incidents: FakeIncidents,
+                                                              wall_clock: FakeClock) -> None:  # fmt: skip
     assert (await press(client, button("ack"), secret="not-the-signing-secret")).status_code == 401
-    assert (await press(client, button("ack"), ts=int(time.time()) - 301)).status_code == 401
+    # Stale by the daemon's clock (the fixtures may take seconds to build on a busy machine).
+    stale = int(wall_clock.now().timestamp()) - 301
+    assert (await press(client, button("ack"), ts=stale)).status_code == 401
     body, headers = sign_interaction(SIGNING_SECRET, button("ack"), int(time.time()))
     tampered = body.replace(b"U0ADA", b"U0EVE")
     assert (await client.post("/slack/interactivity", content=tampered, headers=headers)).status_code == 401
@@ -156,6 +165,19 @@ async def test_approve_opens_a_modal_and_the_code_is_checked(client: httpx.Async
     assert ok.json() == {"response_action": "clear"}
     assert incidents.calls == [("approve", "inc1", "ada", "slack")]
     assert APPROVAL_CODE not in repr([(c.method, c.args) for c in fake_slack.calls])
+
+
+async def test_a_second_approve_press_is_answered_already_approved(
+    client: httpx.AsyncClient, incidents: FakeIncidents, fake_slack: FakeSlack
+) -> None:
+    """ada approved through the modal; pressing Approve again opens no modal and says she already did."""
+    await incidents.approve("inc1", "ada", APPROVAL_CODE, via="slack")
+    assert (await press(client, button("approve"))).status_code == 200
+    assert fake_slack.views == [], "no second modal: there is nothing left for ada to approve"
+    [told] = fake_slack.ephemeral
+    assert told["user"] == "U0ADA"
+    assert "You already approved incident inc1 (as engineering_lead" in told["text"]
+    assert incidents.calls == [("approve", "inc1", "ada", "slack")]
 
 
 async def test_forged_pagerduty_signature_is_rejected(client: httpx.AsyncClient, incidents: FakeIncidents) -> None:

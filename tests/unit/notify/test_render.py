@@ -58,7 +58,7 @@ def test_message_says_what_broke_why_and_what_it_waits_for(lifecycle: Lifecycle)
     rec = lifecycle.record(K.OPENED)
     text, blocks = slack_render.main_message(notice(K.OPENED, rec), f"https://r.example/incidents/{rec['id']}")
     assert "[P1] checkout errors" in text
-    assert "error rate 7.2% > 5% for 5m after deploy 42" in flat(blocks)
+    assert "error rate 7.2% &gt; 5% for 5m after deploy 42" in flat(blocks)  # ">" escaped for mrkdwn
     assert "error_rate = 0.072" in flat(blocks)
     assert "revision 41" in flat(blocks)
     assert "*Waiting for:* approval from engineering_lead" in flat(blocks)
