@@ -4,8 +4,9 @@ Part of notify. ``control.pauses`` writes one outbox row on the
 ``slack-automation`` channel with each pause and resume, in the same
 transaction; this notifier posts its line to the default Slack channel with
 the same Web API client and error mapping as the incident notifier. The
-reason is people's free text: ``&``, ``<`` and ``>`` are escaped so it cannot
-mention a channel or forge a link.
+reason is people's free text: it goes through ``notify.text.escape`` (``&``,
+``<``, ``>``), so it cannot mention a channel or forge a link, and is cut to
+Slack's 3,000 characters.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from daemon.config import SlackSettings
 from daemon.control.pauses import AUTOMATION_SLACK
 from daemon.errors import PermanentError
 from daemon.notify.slack import make_web_client, map_slack_error
+from daemon.notify.text import clip, escape
 
-
-def _escaped(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+TEXT_MAX = 3000
 
 
 class AutomationSlackNotifier:
@@ -44,6 +44,6 @@ class AutomationSlackNotifier:
         if not isinstance(text, str) or not text:
             raise PermanentError("automation notice without text", reason="bad_payload")
         try:
-            await self._client.chat_postMessage(channel=self._default_channel, text=_escaped(text))
+            await self._client.chat_postMessage(channel=self._default_channel, text=clip(escape(text), TEXT_MAX))
         except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
             raise map_slack_error("chat.postMessage", exc) from None

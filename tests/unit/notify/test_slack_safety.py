@@ -25,15 +25,19 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
+from slack_sdk.web.async_client import AsyncWebClient
 
 from daemon.incidents.record import ActionEntry, ApprovalEntry, IncidentRecord, Verification
 from daemon.model import NotificationKind, Target
 from daemon.notify import slack_render
+from daemon.notify.automation import AutomationSlackNotifier
 from daemon.notify.notice import Notice
 from daemon.notify.pagerduty import PagerDutyNotifier
+from tests.fakes.fixtures import SLACK_TOKEN, fake_slack
 from tests.fakes.records import Lifecycle, lifecycle
+from tests.fakes.slack_server import FakeSlack
 
-__all__ = ["lifecycle"]
+__all__ = ["fake_slack", "lifecycle"]
 
 PUBLIC = "https://rollbackd.example"
 CONTROL = ["<!channel>", "<!here>", "<!everyone>", "<@U0123ABCD>", "<#C0123ABCD|general>", "<!subteam^S0123|ops>",
@@ -170,3 +174,14 @@ def test_long_and_numerous_values_stay_within_slacks_limits_and_say_they_were_cu
     assert targets_field.endswith(f"… <{url}|full record>"), targets_field[-80:]
     why = next(b["text"]["text"] for b in blocks if b.get("text", {}).get("text", "").startswith("*Why:*"))
     assert why.endswith(f"… <{url}|full record>")
+
+
+async def test_a_pause_reason_typed_by_a_person_cannot_mention_the_channel(fake_slack: FakeSlack) -> None:
+    """The automation notices (pause, resume) carry people's free text: escaped and cut like every Slack text."""
+    client = AsyncWebClient(token=SLACK_TOKEN, base_url=fake_slack.base_url, retry_handlers=[])
+    notifier = AutomationSlackNotifier(client, default_channel="#incidents")
+    await notifier.deliver({"text": "automation paused by ana: <!channel> <https://evil.example|freeze> " + "x" * 5000})
+    [message] = fake_slack.top_level()
+    assert FORGED.search(message.text) is None, message.text[:200]
+    assert "&lt;!channel&gt; &lt;https://evil.example|freeze&gt;" in message.text
+    assert len(message.text) <= slack_render.MESSAGE_TEXT_MAX
