@@ -15,7 +15,7 @@ from typing import Any
 
 from daemon.config import Settings, load_settings
 
-SCOPES = ("read", "ack", "approve", "admin", "ingest")
+SCOPES = ("read", "ack", "approve", "admin", "ingest", "control")
 TOKENS = {scope: f"test-{scope}-{uuid.uuid4().hex}" for scope in SCOPES}
 
 

@@ -40,6 +40,11 @@ EXPECTED_SCOPE = {
     ("POST", "/api/v1/rollbacks"): "approve",
     ("GET", "/api/v1/rules"): "read",
     ("POST", "/api/v1/rules/reload"): "admin",
+    ("POST", "/api/v1/automation/pauses"): "control",
+    ("POST", "/api/v1/automation/pauses/{pause_id}/resume"): "control",
+    ("POST", "/api/v1/automation/resume"): "control",
+    ("GET", "/api/v1/automation/pauses"): "read",
+    ("GET", "/api/v1/automation/shadow"): "read",
     ("POST", "/slack/interactivity"): SIGNED,
     ("POST", "/pagerduty/webhook"): SIGNED,
 }
