@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,37 +26,20 @@ import httpx
 import pytest
 
 from tests.daemon_process import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
+from tests.fakes.fixtures import SLACK_TOKEN, fake_slack  # noqa: F401 (a fixture)
 from tests.fakes.slack_server import FakeSlack
 from tests.fixtures import rules_file
 from tests.kube_util import deploy_with_history, revision
 from tests.replicas import replica_pair, wait_for_leader
 from tests.stack.kube import KubeCluster
 from tests.stack.postgres import Postgres
+from tests.waiting import until
 from tests.webhooks import probe_webhook
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration, pytest.mark.timeout(300)]
 
-SLACK_TOKEN = "xoxb-pause-" + uuid.uuid4().hex
 PAUSE_S = 10.0
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack(SLACK_TOKEN).start()
-    yield server
-    await server.stop()
-
-
-async def until(what: str, condition: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def post_alert(replica: DaemonProcess, ns: str, name: str) -> None:
@@ -86,13 +68,13 @@ def resource_version(kube: KubeCluster, ns: str, name: str) -> str:
 
 
 async def test_a_pause_on_the_standby_holds_the_leaders_rollback_until_it_expires(
-    kube: KubeCluster, namespace: str, postgres: Postgres, slack: FakeSlack, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    kube: KubeCluster, namespace: str, postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_slack: FakeSlack,  # noqa: F811 - the fixture imported above
 ) -> None:  # fmt: skip
     d1, d2 = f"p1-{uuid.uuid4().hex[:4]}", f"p2-{uuid.uuid4().hex[:4]}"
     await asyncio.to_thread(deploy_with_history, kube, namespace, [d1, d2])
     monkeypatch.setenv("PAUSE_TEST_SLACK_TOKEN", SLACK_TOKEN)  # the replicas inherit the environment
-    slack_cfg = {"enabled": True, "token": {"env": "PAUSE_TEST_SLACK_TOKEN"}, "base_url": slack.base_url,
+    slack_cfg = {"enabled": True, "token": {"env": "PAUSE_TEST_SLACK_TOKEN"}, "base_url": fake_slack.base_url,
                  "default_channel": "#incidents"}  # fmt: skip
     url = await postgres.new_database()
     pair = replica_pair(tmp_path, rules_file("rollback-now", tmp_path / "rules"), kube, namespace, url, slack=slack_cfg)
@@ -130,7 +112,8 @@ async def test_a_pause_on_the_standby_holds_the_leaders_rollback_until_it_expire
         await until(
             "the pause was posted to Slack",
             lambda: any(
-                f"paused for namespace:{namespace} by admin (db failover drill)" in m.text for m in slack.top_level()
+                f"paused for namespace:{namespace} by admin (db failover drill)" in m.text
+                for m in fake_slack.top_level()
             ),
             within=15,
         )

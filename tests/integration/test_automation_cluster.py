@@ -16,10 +16,9 @@ cluster's kubeconfig. Deployments start at revision 2 (``:v2``, the bad one).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,34 +29,20 @@ from sqlalchemy import select
 from daemon.store.db import Store
 from daemon.store.tables import OutboxRow
 from tests.daemon_process import ADMIN_TOKEN, INGEST_TOKEN, DaemonProcess
+from tests.fakes.fixtures import SLACK_TOKEN, fake_slack  # noqa: F401 (a fixture)
 from tests.fakes.slack_server import FakeSlack
 from tests.fixtures import rules_file
 from tests.kube_util import IMAGE, deploy_with_history, revision
 from tests.stack.kube import KubeCluster
+from tests.waiting import until as _until
 from tests.webhooks import firing_alert, webhook_bodies
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SLACK_TOKEN = "xoxb-shadow-" + uuid.uuid4().hex
+until = functools.partial(_until, every=0.2)  # the conditions run kubectl: a slower pace
+
+
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    server = await FakeSlack(SLACK_TOKEN).start()
-    yield server
-    await server.stop()
-
-
-async def until(what: str, condition: Callable[[], Any], within: float) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 def fire(daemon: DaemonProcess, alertname: str, ns: str, name: str) -> None:
@@ -108,12 +93,13 @@ async def summaries(daemon: DaemonProcess, incident_id: str) -> list[str]:
 
 
 async def test_shadow_one_attempt_and_events_on_the_cluster(
-    kube: KubeCluster, namespace: str, slack: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+    kube: KubeCluster, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_slack: FakeSlack,  # noqa: F811 - the fixture imported above
+) -> None:  # fmt: skip
     shadowed, rolled = f"sh-{uuid.uuid4().hex[:4]}", f"rb-{uuid.uuid4().hex[:4]}"
     await asyncio.to_thread(deploy_with_history, kube, namespace, [shadowed, rolled])
     monkeypatch.setenv("AUTOMATION_TEST_SLACK_TOKEN", SLACK_TOKEN)
-    slack_cfg = {"enabled": True, "token": {"env": "AUTOMATION_TEST_SLACK_TOKEN"}, "base_url": slack.base_url,
+    slack_cfg = {"enabled": True, "token": {"env": "AUTOMATION_TEST_SLACK_TOKEN"}, "base_url": fake_slack.base_url,
                  "default_channel": "#incidents"}  # fmt: skip
     daemon = DaemonProcess(
         tmp_path / "daemon", rules=[rules_file("shadow", tmp_path / "rules")], kubeconfig=kube.kubeconfig,
@@ -136,7 +122,7 @@ async def test_shadow_one_attempt_and_events_on_the_cluster(
         texts = await summaries(daemon, shadow[0]["id"])
         assert texts
         assert all(t.startswith("SHADOW (nothing is changed): ") for t in texts), texts
-        await until("Slack shows the SHADOW label", lambda: any("SHADOW" in m.text for m in slack.top_level()), 15)
+        await until("Slack shows the SHADOW label", lambda: any("SHADOW" in m.text for m in fake_slack.top_level()), 15)
         await asyncio.sleep(2)  # a write, if one were coming, has had its chance
         assert await asyncio.to_thread(resource_version, kube, namespace, shadowed) == rv
         assert await asyncio.to_thread(revision, kube, namespace, shadowed) == 2
