@@ -1,5 +1,11 @@
 """PagerDuty notifier: one Events API v2 alert per incident, triggered, acknowledged, resolved.
 
+An applied rollback also goes out as a Change Event (``/v2/change/enqueue``)
+to the same services, so PagerDuty shows "rolled back checkout 5 → 4" on the
+service's timeline beside the incidents it explains. Change events have no
+dedup key: a retried delivery of the same outbox row may show one twice,
+which is the safe side of at-least-once.
+
 Every event of an incident uses the dedup key ``rollbackd-<incident_id>``, so
 PagerDuty keeps one alert per incident and a retried delivery changes nothing.
 The routing key comes from the incident's channels (``pagerduty:<service>``
@@ -16,9 +22,10 @@ key under PagerDuty's ~120 events a minute.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,7 @@ _TRIGGER = {
 }
 _ACK = {NotificationKind.ACKNOWLEDGED}
 _RESOLVE = {NotificationKind.RESOLVED, NotificationKind.REJECTED}
+_CHANGE = NotificationKind.VERIFYING  # the rollback was applied: the service changed
 
 PREFIX = "rollbackd-"
 SUMMARY_MAX = 1024  # the Events API v2 refuses a longer payload.summary
@@ -170,19 +178,44 @@ class PagerDutyNotifier:
     async def deliver(self, payload: dict[str, Any]) -> None:
         n = Notice.from_payload(payload)
         action = event_action(n)
-        if action is None:
+        change = self.change_body(n) if n.kind is _CHANGE else None
+        if action is None and change is None:
             return
         for service in self.services_for(n):
-            await self._limiter.acquire(service)
-            body = self.event_body(n, action)
-            try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(self._send, service, action, n.incident_id, body),
-                    timeout=self._timeout_s + 5,
-                )
-            except TimeoutError:
-                raise TemporaryError(f"PagerDuty {action} timed out", reason="timeout") from None
-            log.info("pagerduty event accepted", action=action, service=service)
+            if action is not None:
+                await self._limiter.acquire(service)
+                await self._bounded(action, self._send, service, action, n.incident_id, self.event_body(n, action))
+                log.info("pagerduty event accepted", action=action, service=service)
+            if change is not None:
+                await self._limiter.acquire(service)
+                await self._bounded("change", self._send_change, service, change)
+                log.info("pagerduty change event accepted", service=service)
+
+    async def _bounded(self, what: str, call: Callable[..., None], *args: Any) -> None:
+        """``call`` in a worker thread, bounded beyond the client's own timeout."""
+        try:
+            await asyncio.wait_for(asyncio.to_thread(call, *args), timeout=self._timeout_s + 5)
+        except TimeoutError:
+            raise TemporaryError(f"PagerDuty {what} timed out", reason="timeout") from None
+
+    def change_body(self, n: Notice) -> dict[str, Any]:
+        """The Change Event of an applied rollback: what went back to which revision, by which rule."""
+        r = n.record
+        moves = [
+            f"{a.target} revision {a.from_revision} → {a.to_revision}" if a.to_revision is not None else a.target
+            for a in r.actions
+        ] or list(r.targets)
+        summary = f"rollbackd rolled back {', '.join(moves)} (rule {r.rule or 'manual'}, incident {n.incident_id})"
+        payload: dict[str, Any] = {
+            "summary": clip_plain(summary, SUMMARY_MAX),
+            "source": clip_plain(", ".join(r.targets), 255) or "rollbackd",
+            "timestamp": r.updated_at.isoformat(),
+            "custom_details": custom_details(n),
+        }
+        body: dict[str, Any] = {"payload": payload}
+        if url := incident_url(self._public_url, n.incident_id):
+            body["links"] = [{"href": url, "text": f"rollbackd incident {n.incident_id}"}]
+        return body
 
     def event_body(self, n: Notice, action: str) -> dict[str, Any]:
         """The Events v2 properties besides event_action, dedup_key and routing_key."""
@@ -221,23 +254,35 @@ class PagerDutyNotifier:
             return client
 
     def _send(self, service: str, action: str, incident_id: str, body: dict[str, Any]) -> None:
-        """Runs in a worker thread. Maps the client's errors to ours; messages carry no key."""
-        try:
+        """Runs in a worker thread: one Events v2 event."""
+        with _mapped_errors(action):
             self._client(service).send_event(action, dedup_key=dedup_key(incident_id), **body)
-        except pagerduty.HttpError as exc:
-            raise _from_status(exc.response, action) from None
-        except pagerduty.Error as exc:
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else "network error"
-            reason = "timeout" if "Timeout" in cause else "network"
-            raise TemporaryError(f"PagerDuty {action}: {cause}", reason=reason) from None
-        except pagerduty.UrlError as exc:
-            raise PermanentError(f"PagerDuty {action}: {exc}", reason="bad_url") from None
+
+    def _send_change(self, service: str, body: dict[str, Any]) -> None:
+        """Runs in a worker thread: one Change Event."""
+        with _mapped_errors("change"):
+            self._client(service).send_change_event(payload=body["payload"], links=body.get("links"))
 
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+@contextlib.contextmanager
+def _mapped_errors(action: str) -> Iterator[None]:
+    """The client's errors as ours; messages carry no key."""
+    try:
+        yield
+    except pagerduty.HttpError as exc:
+        raise _from_status(exc.response, action) from None
+    except pagerduty.Error as exc:
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "network error"
+        reason = "timeout" if "Timeout" in cause else "network"
+        raise TemporaryError(f"PagerDuty {action}: {cause}", reason=reason) from None
+    except pagerduty.UrlError as exc:
+        raise PermanentError(f"PagerDuty {action}: {exc}", reason="bad_url") from None
 
 
 def _from_status(response: Any, action: str) -> TemporaryError | PermanentError:

@@ -7,7 +7,11 @@ at most 255 characters and required unless triggering, ``payload.summary``,
 ``{"status": "success", "dedup_key": ...}`` or 400 with ``errors``. Over 120
 events a minute per routing key it answers 429; failures can also be
 scripted. It keeps one alert per dedup key with its status, records every
-event, and signs v3 webhooks the way PagerDuty does.
+event, and signs v3 webhooks the way PagerDuty does. ``POST /v2/change/enqueue``
+takes Change Events (routing key, ``payload.summary`` of at most 1,024
+characters, optional ``source``, ``timestamp``, ``custom_details`` and
+``links``) and answers 202 ``{"status": "success", "message": "Change event
+processed"}``, or 400 with ``errors``; it shares the rate limit.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class FakePagerDuty:
         self.limit = limit_per_minute
         self._now = now
         self.events: list[dict[str, Any]] = []  # accepted events, in arrival order
+        self.changes: list[dict[str, Any]] = []  # accepted change events, in arrival order
         self.requests: list[tuple[int, dict[str, Any] | str]] = []  # every request with the status answered
         self.alerts: dict[str, Alert] = {}
         self._windows: dict[str, deque[float]] = {}
@@ -72,6 +77,7 @@ class FakePagerDuty:
     async def start(self) -> FakePagerDuty:
         app = web.Application()
         app.router.add_post("/v2/enqueue", self._enqueue)
+        app.router.add_post("/v2/change/enqueue", self._change)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.tls.server_context())
@@ -110,6 +116,20 @@ class FakePagerDuty:
         self._apply(event, key)
         self.events.append(event)
         return self._answer(202, event, {"status": "success", "message": "Event processed", "dedup_key": key})
+
+    async def _change(self, request: web.Request) -> web.Response:
+        try:
+            event = json.loads(await request.text())
+        except json.JSONDecodeError:
+            return self._answer(400, "", {"status": "invalid event", "message": "Event object is invalid"})
+        errors = validate_change(event)
+        if errors:
+            return self._answer(400, event, {"status": "invalid event", "message": "Event object is invalid",
+                                             "errors": errors})  # fmt: skip
+        if not self._admit(event["routing_key"]):
+            return self._answer(429, event, {"status": "throttled", "message": "Too many requests"})
+        self.changes.append(event)
+        return self._answer(202, event, {"status": "success", "message": "Change event processed"})
 
     def _answer(
         self, status: int, event: dict[str, Any] | str, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -168,6 +188,26 @@ def validate(event: Any) -> list[str]:
                 errors.append("'payload.severity' must be one of critical, error, warning, info")
             if isinstance(payload.get("summary"), str) and len(payload["summary"]) > 1024:
                 errors.append("'payload.summary' must be at most 1024 characters")
+    return errors
+
+
+def validate_change(event: Any) -> list[str]:
+    """The documented Change Events checks; an empty list means valid."""
+    if not isinstance(event, dict):
+        return ["Event object must be a JSON object"]
+    errors: list[str] = []
+    rk = event.get("routing_key")
+    if not isinstance(rk, str) or len(rk) != 32:
+        errors.append("'routing_key' must be a 32-character string")
+    payload = event.get("payload")
+    summary = payload.get("summary") if isinstance(payload, dict) else None
+    if not isinstance(summary, str) or not summary:
+        errors.append("'payload.summary' is required")
+    elif len(summary) > 1024:
+        errors.append("'payload.summary' must be at most 1024 characters")
+    links = event.get("links", [])
+    if not isinstance(links, list) or any(not isinstance(x, dict) or "href" not in x for x in links):
+        errors.append("'links' must be a list of objects with 'href'")
     return errors
 
 

@@ -83,3 +83,27 @@ async def test_invalid_event_fails_permanently_with_pagerdutys_reason(
     assert "routing_key" in (row.last_error or "")
     assert fake_pagerduty.events == []
     notifier.close()
+
+
+async def test_an_applied_rollback_is_a_change_event_on_the_service(
+    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles, lifecycle: Lifecycle
+) -> None:
+    notifier = pagerduty_notifier(fake_pagerduty, tls, clock)
+    worker = OutboxWorker(store, clock, [notifier])
+    for kind in (K.OPENED, K.VERIFYING, K.RESOLVED):
+        await enqueue(store, clock, "inc1", kind, lifecycle.record(kind), outbox_channels=("pagerduty",))
+    await drain(worker, clock)
+    notifier.close()
+
+    assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger", "resolve"]
+    [change] = fake_pagerduty.changes
+    assert change["routing_key"] == ROUTING_KEY
+    applied = lifecycle.record(K.VERIFYING)["actions"][0]
+    assert change["payload"]["summary"] == (
+        f"rollbackd rolled back shop/checkout revision {applied['from']} → {applied['to']}"
+        " (rule checkout-error-rate, incident inc1)"
+    )
+    assert change["payload"]["source"] == "shop/checkout"
+    assert change["payload"]["custom_details"]["rule"] == "checkout-error-rate"
+    assert change["links"] == [{"href": "https://rollbackd.example/incidents/inc1", "text": "rollbackd incident inc1"}]
+    assert [r.state for r in await outbox_rows(store)] == ["sent", "sent", "sent"]
