@@ -84,10 +84,13 @@ class Load:
 async def _probe_ready(daemon: DaemonProcess, stop: asyncio.Event, seen: list[tuple[float, int]]) -> None:
     async with httpx.AsyncClient(base_url=daemon.url, timeout=5) as client:
         while not stop.is_set():
+            # Stamped when asked, not when answered: a probe sent before the outage may be
+            # answered (200) seconds into it by a daemon busy with the load.
+            asked = time.monotonic()
             try:
-                seen.append((time.monotonic(), (await client.get("/readyz")).status_code))
+                seen.append((asked, (await client.get("/readyz")).status_code))
             except httpx.HTTPError:
-                seen.append((time.monotonic(), 0))
+                seen.append((asked, 0))
             await asyncio.sleep(0.25)
 
 
