@@ -1,10 +1,13 @@
-"""indexes for the incident read paths
+"""no schema change for the incident read paths
 
 Revision ID: f6ab1c34d419
 Revises: e5fa0b23c316
 Create Date: 2026-12-01 22:40:00
 
-Placeholder in the chain, filled in by the work that needs it: performance (issue 19).
+The set-based incident list (``incidents.read.build_records``) was measured
+for a new index and needs none: its queries select by ``incident_id``, which
+the existing indexes serve. The revision stays empty rather than leaving the
+chain, since databases may already be stamped with it.
 """
 
 from __future__ import annotations
