@@ -160,14 +160,19 @@ class FakePagerDuty:
             alert.history.append(action)
 
 
-def validate(event: Any) -> list[str]:
-    """The documented Events v2 checks; an empty list means valid."""
+def _envelope_errors(event: Any) -> list[str]:
+    """What both Events APIs check first: a JSON object with a 32-character routing key."""
     if not isinstance(event, dict):
         return ["Event object must be a JSON object"]
-    errors: list[str] = []
     rk = event.get("routing_key")
-    if not isinstance(rk, str) or len(rk) != 32:
-        errors.append("'routing_key' must be a 32-character string")
+    return [] if isinstance(rk, str) and len(rk) == 32 else ["'routing_key' must be a 32-character string"]
+
+
+def validate(event: Any) -> list[str]:
+    """The documented Events v2 checks; an empty list means valid."""
+    errors = _envelope_errors(event)
+    if not isinstance(event, dict):
+        return errors
     action = event.get("event_action")
     if action not in ACTIONS:
         errors.append("'event_action' must be one of trigger, acknowledge, resolve")
@@ -193,12 +198,9 @@ def validate(event: Any) -> list[str]:
 
 def validate_change(event: Any) -> list[str]:
     """The documented Change Events checks; an empty list means valid."""
+    errors = _envelope_errors(event)
     if not isinstance(event, dict):
-        return ["Event object must be a JSON object"]
-    errors: list[str] = []
-    rk = event.get("routing_key")
-    if not isinstance(rk, str) or len(rk) != 32:
-        errors.append("'routing_key' must be a 32-character string")
+        return errors
     payload = event.get("payload")
     summary = payload.get("summary") if isinstance(payload, dict) else None
     if not isinstance(summary, str) or not summary:
