@@ -129,18 +129,26 @@ async def _run_rounds(
     report = []
     for round_no in range(ROUNDS):
         run = f"r{round_no}-{uuid.uuid4().hex[:6]}"
-        notify = []
+        rollback, notify = [], []
         for g in range(GROUPS):
             if g < ROLLBACK_GROUPS:
                 # The approval deadline (45 s, then proceed) keeps the incident open while its alerts
                 # arrive; the timer that fires it runs on the leader, whichever replica that is.
                 deployment = names[round_no * ROLLBACK_GROUPS + g]
-                notify += [firing_alert("TwoReplicaRollback", namespace, deployment, i, run) for i in range(PER_GROUP)]
+                rollback += [
+                    firing_alert("TwoReplicaRollback", namespace, deployment, i, run) for i in range(PER_GROUP)
+                ]
             else:
                 # The run id in the target's namespace keeps each round's groups new.
                 target_ns = f"{namespace}-{run}"
                 notify += [firing_alert("TwoReplicaNotify", target_ns, f"svc-{g}", i, run) for i in range(PER_GROUP)]
-        bodies = webhook_bodies(notify, rng, per_webhook=PER_WEBHOOK)  # shuffled: a storm of many groups
+        # Shuffled: a storm of many groups. The rollback groups' alerts are shuffled into the first
+        # fifth of it, so all ten reach their incident before its 45 s deadline rolls back and closes
+        # it even when a loaded machine takes a minute over the round; a late alert would rightly
+        # open a second incident for the rolled-back Deployment.
+        head = len(notify) // 5
+        bodies = webhook_bodies(rollback + notify[:head], rng, per_webhook=PER_WEBHOOK)
+        bodies += webhook_bodies(notify[head:], rng, per_webhook=PER_WEBHOOK)
         before = sum(metric(d, "rollbackd_decisions_total") for d in pair)
         started = time.monotonic()
         statuses = await asyncio.gather(*(_post_all(d, bodies) for d in pair))
