@@ -103,6 +103,12 @@ ROLLBACKS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+FORCED_POD_DELETIONS = Counter(
+    "rollbackd_forced_pod_deletions",
+    "Pods of a stuck StatefulSet deleted by a forced rollback, by outcome (deleted, gone, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 ROLLBACK_SECONDS = Histogram(
     "rollbackd_rollback_duration_seconds",
     "From undo to the Deployment being Ready.",

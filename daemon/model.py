@@ -175,6 +175,8 @@ class Decision:
     deploy: DeployEvent | None = None
     verify: VerifySpec | None = None  # how to tell the rollback worked (seed section 7)
     shadow: bool = False  # mode: shadow (the rule's, or the namespace's override): decide and dry-run, never write
+    # Forced rollback of a stuck OrderedReady StatefulSet (the rule's ``forced_rollback.after``): None, never.
+    forced_rollback_after_s: float | None = None
 
     @property
     def group_key(self) -> str:
@@ -198,6 +200,7 @@ class Decision:
             "deploy": self.deploy.to_json() if self.deploy else None,
             "verify": self.verify.to_json() if self.verify else None,
             **({"shadow": True} if self.shadow else {}),
+            **({"forced_rollback": {"after_s": self.forced_rollback_after_s}} if self.forced_rollback_after_s else {}),
         }
 
     @classmethod
@@ -219,6 +222,7 @@ class Decision:
             deploy=DeployEvent.from_json(dep) if dep else None,
             verify=VerifySpec.from_json(data["verify"]) if data.get("verify") else None,
             shadow=bool(data.get("shadow", False)),
+            forced_rollback_after_s=(data.get("forced_rollback") or {}).get("after_s"),
         )
 
 
@@ -315,6 +319,9 @@ class RollbackRequest:
     dry_run: bool | None = None  # None: the executor's configured mode
     verify: VerifySpec | None = None
     opened_at: datetime | None = None  # the incident's opening (its first alert's arrival), for the latency metric
+    # After this long with the StatefulSet's pod still not Ready on the bad revision, delete that pod
+    # (``actions.forced``); None: never (the default: it needs the rule's permission).
+    forced_rollback_after_s: float | None = None
 
     def idempotency_key(self, target: Target) -> str:
         return f"{self.incident_id}:{target}"

@@ -82,6 +82,7 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
     incidents = IncidentService(
         store, clock, list(s.approvers), executor,
         manual_rollback=lambda: rules.current.manual_rollback,
+        manual_forced_after=lambda: (m.forced_rollback_after_s if (m := rules.current.manual_rollback_spec) else None),
         is_leader=(lambda: leader.is_leader) if leader is not None else (lambda: True),
         notify_channels=io.notify_channels,
         on_notify=outbox.wake,

@@ -123,7 +123,7 @@ class KubeApi:
                 header_params={"Accept": "application/json", "Content-Type": content_type},
                 body=body,
                 auth_settings=["BearerToken"],
-                response_types_map={200: "object", 201: "object"},
+                response_types_map={200: "object", 201: "object", 202: "object"},
                 _return_http_data_only=True,
                 _request_timeout=self.timeout_s,
             )
@@ -170,6 +170,15 @@ class KubeApi:
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         return await self._list(namespace, "pods", label_selector)
+
+    async def delete_pod(self, namespace: str, name: str, uid: str) -> dict[str, Any]:
+        """Delete this pod, only if it is still the one with ``uid``: a pod recreated meanwhile is never deleted.
+
+        The API server answers 409 when the precondition fails and 404 when no such pod is left.
+        """
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        return await self._call("DELETE", path, f"delete pod {namespace}/{name}", body=body)
 
     async def patch_workload(
         self, target: Target, body: Any, *, patch_type: PatchType, dry_run: bool = False

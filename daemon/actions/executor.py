@@ -100,7 +100,10 @@ class RollbackExecutor:
     async def _attempt(self, req: RollbackRequest, targets: tuple[Target, ...], dry: bool) -> list[Work]:
         assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
         noted = partial(self._noted, req)
-        run = group.GroupRun(self.kube, self.intents, self.clock, self.settings, noted, fence=self.fence)
+        run = group.GroupRun(
+            self.kube, self.intents, self.clock, self.settings, noted, fence=self.fence,
+            forced_after_s=None if dry else req.forced_rollback_after_s,
+        )  # fmt: skip
         works = [await self._prepare(req, t, dry) for t in targets]
         await run.execute(works)
         return works
@@ -193,15 +196,19 @@ class RollbackExecutor:
         if req.automatic:
             past = [i.past() for i in await self.intents.for_target(work.target)]
             # One attempt per bad revision first, so the decision record names it when it holds (control).
-            refusal = check_one_attempt(
-                plan, past, now=self.clock.now(), window_s=self.settings.bad_revision_window_s, exclude_id=work.key
-            ) or check_budget(
-                past,
-                now=self.clock.now(),
-                window_s=self.settings.budget_window_s,
-                max_rollbacks=self.settings.budget_max_rollbacks,
-                exclude_id=work.key,
-            ) or check_loop(plan, past, exclude_id=work.key)
+            refusal = (
+                check_one_attempt(
+                    plan, past, now=self.clock.now(), window_s=self.settings.bad_revision_window_s, exclude_id=work.key
+                )
+                or check_budget(
+                    past,
+                    now=self.clock.now(),
+                    window_s=self.settings.budget_window_s,
+                    max_rollbacks=self.settings.budget_max_rollbacks,
+                    exclude_id=work.key,
+                )
+                or check_loop(plan, past, exclude_id=work.key)
+            )
             if refusal is not None:
                 work.settle(TargetResult.REFUSED, refusal.detail)
                 return

@@ -14,12 +14,15 @@ intent a crash (or a lost Lease) left open.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 from daemon.actions import kinds
-from daemon.actions.client import KubeApi
+from daemon.actions.client import KubeApi, KubeApiError, KubeUnavailableError
 from daemon.actions.fence import Fence, FencingToken, NotLeaderError
+from daemon.actions.forced import ForcedDeletion, find_stuck, not_allowed_hint
 from daemon.actions.intents import Intent, IntentStore
 from daemon.actions.status import RolloutFailedError, RolloutTimeoutError, wait_for_rollout
 from daemon.actions.undo import UndoPlan, apply_plan
@@ -29,6 +32,7 @@ from daemon.errors import RollbackdError
 from daemon.logs import get_logger
 from daemon.metrics import ROLLBACK_SECONDS
 from daemon.model import Target, TargetOutcome, TargetResult
+from daemon.target import WorkloadKind
 
 log = get_logger(__name__)
 
@@ -54,6 +58,9 @@ class Work:
     notes: list[str] = field(default_factory=list)
     retriable: bool = False  # failed for a reason that may pass (apiserver down, 5xx, 429, timeout)
     token: FencingToken | None = None  # the leadership term stored with the intent; every write checks it
+    bad_revision: str = ""  # the template hash the undo left (from the intent when ``done_before``)
+    restored_revision: str = ""  # the template hash it restored
+    forced: Mapping[str, Any] | None = None  # the intent's forced deletion, from an earlier run of it
 
     def settle(self, result: TargetResult, detail: str) -> None:
         self.result, self.detail = result, detail
@@ -66,6 +73,15 @@ class Work:
     def already_done(self, intent: Intent) -> None:
         self.done_before = True
         self.from_revision, self.to_revision = intent.from_revision, intent.to_revision
+        self.bad_revision = str(intent.detail.get("from_template_hash") or "")
+        self.restored_revision = str(intent.detail.get("to_template_hash") or "")
+        self.forced = intent.detail.get("forced")
+
+    def revisions(self) -> tuple[str, str]:
+        """The bad and the restored template hash."""
+        if self.plan is not None:
+            return self.plan.from_template_hash, self.plan.to_template_hash
+        return self.bad_revision, self.restored_revision
 
     @property
     def active(self) -> bool:
@@ -95,6 +111,7 @@ class GroupRun:
         progress: ProgressListener | None,
         *,
         fence: Fence,
+        forced_after_s: float | None = None,
     ) -> None:
         self.kube = kube
         self.intents = intents
@@ -102,6 +119,7 @@ class GroupRun:
         self.settings = settings
         self.progress = progress
         self.fence = fence
+        self.forced_after_s = forced_after_s  # the request's permission to force a stuck StatefulSet
 
     async def _step(self, work: Work, name: str) -> None:
         if self.progress is not None:
@@ -162,11 +180,16 @@ class GroupRun:
         await self._step(work, "resumed")
 
     async def _wait(self, work: Work) -> None:
+        after = self.forced_after_s if work.target.kind is WorkloadKind.STATEFULSET else None
         try:
-            state = await wait_for_rollout(self.kube, work.target, self.clock, self.settings.rollout_timeout_s)
+            state = await wait_for_rollout(
+                self.kube, work.target, self.clock, self.settings.rollout_timeout_s,
+                slow_after_s=after, on_slow=partial(self._force, work),
+            )  # fmt: skip
         except RolloutTimeoutError as exc:
-            work.settle(TargetResult.TIMED_OUT, str(exc))
-            await self.intents.advance(work.key, "failed", self.clock.now(), error=str(exc))
+            detail = await self._timed_out(work, str(exc))
+            work.settle(TargetResult.TIMED_OUT, detail)
+            await self.intents.advance(work.key, "failed", self.clock.now(), error=detail)
             return
         except (RolloutFailedError, RollbackdError) as exc:
             await self._fail(work, exc, "rollout")
@@ -179,6 +202,40 @@ class GroupRun:
             work.settle(TargetResult.ROLLED_BACK, state.message)
         await self.intents.advance(work.key, "ready", self.clock.now(), result_revision=state.revision)
         await self._step(work, "ready")
+
+    async def _force(self, work: Work, sts: Mapping[str, Any]) -> bool:
+        """The forced rollback of a StatefulSet still not done ``forced_after_s`` after its undo."""
+        assert self.forced_after_s is not None  # noqa: S101 - only asked when the request allows it
+        bad, restored = work.revisions()
+        deletion = ForcedDeletion(self.kube, self.intents, self.clock, self.fence, work.token)
+        try:
+            note = await deletion.run(
+                work.key, work.target, sts, bad_revision=bad, restored_revision=restored,
+                previous=work.forced, after_s=self.forced_after_s,
+            )  # fmt: skip
+        except (KubeApiError, KubeUnavailableError) as exc:
+            log.warning("rollback.forced_unreadable", target=str(work.target), reason=exc.reason, error=str(exc))
+            return False  # the pods could not be read: asked again at the next poll
+        if note:
+            work.notes.append(note)
+            await self._step(work, "forced")
+        return True
+
+    async def _timed_out(self, work: Work, message: str) -> str:
+        """The timeout's message, and the stuck pod a forced rollback would have deleted, if any."""
+        if (
+            work.target.kind is not WorkloadKind.STATEFULSET
+            or work.forced
+            or any(n.startswith("forced rollback") for n in work.notes)
+        ):
+            return message
+        bad, restored = work.revisions()
+        try:
+            sts = await self.kube.get_workload(work.target)
+            stuck = await find_stuck(self.kube, work.target, sts, bad_revision=bad, restored_revision=restored)
+        except (KubeApiError, KubeUnavailableError):
+            return message
+        return f"{message}; {not_allowed_hint(stuck)}" if stuck is not None else message
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,10 +125,18 @@ class IntentStore:
 
     async def advance(self, intent_id: str, state: str, now: datetime, **detail: Any) -> None:
         """Move to ``state`` and merge ``detail`` into the record."""
+        await self._merge(intent_id, state, now, detail)
+
+    async def note(self, intent_id: str, now: datetime, **detail: Any) -> None:
+        """Merge ``detail`` into the record, the state unchanged (the forced deletion's progress)."""
+        await self._merge(intent_id, None, now, detail)
+
+    async def _merge(self, intent_id: str, state: str | None, now: datetime, detail: dict[str, Any]) -> None:
         async with self.store.transaction() as session:
             row = await session.get(RollbackIntentRow, intent_id, with_for_update=True)
             if row is None:
                 return
-            row.state = state
+            if state is not None:
+                row.state = state
             row.detail = {**(row.detail or {}), **detail}
             row.updated_at = now

@@ -14,7 +14,7 @@ a timeout or a failure carries the pods' warnings (``actions.pods``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,15 +152,23 @@ def deployment_state(deployment: Mapping[str, Any]) -> RolloutState:
     return RolloutState(False, f'Waiting for deployment "{name}" rollout to finish: {msg}', revision)
 
 
+SlowHook = Callable[[Mapping[str, Any]], Awaitable[bool]]  # True: done with it, else asked again next poll
+
+
 async def wait_for_rollout(
-    kube: KubeApi, target: Target, clock: Clock, timeout_s: float, *, poll_s: float = POLL_S
-) -> RolloutState:
+    kube: KubeApi, target: Target, clock: Clock, timeout_s: float, *, poll_s: float = POLL_S,
+    slow_after_s: float | None = None, on_slow: SlowHook | None = None,
+) -> RolloutState:  # fmt: skip
     """Poll until the rollout is done; RolloutFailedError past its deadline, RolloutTimeoutError at ``timeout_s``.
 
     A transient API error (the API server restarting) is retried until the timeout,
-    as ``kubectl rollout status`` keeps watching through a reconnect.
+    as ``kubectl rollout status`` keeps watching through a reconnect. ``on_slow`` is called
+    with the workload as read when it is still not done ``slow_after_s`` in, at each poll
+    until it answers True (the forced rollback of a stuck StatefulSet, ``actions.forced``).
     """
-    deadline = clock.now().timestamp() + timeout_s
+    start = clock.now().timestamp()
+    deadline = start + timeout_s
+    slow_at = start + slow_after_s if on_slow is not None and slow_after_s is not None else None
     last = "no answer yet"
     obj: dict[str, Any] | None = None
     while True:
@@ -175,6 +183,8 @@ async def wait_for_rollout(
             if state.done:
                 return state
             last = state.message
+            if slow_at is not None and on_slow is not None and clock.now().timestamp() >= slow_at:
+                slow_at = None if await on_slow(obj) else slow_at
         remaining = deadline - clock.now().timestamp()
         if remaining <= 0:
             message = f"{target}: rollout not finished after {timeout_s:g}s: {last}"

@@ -148,6 +148,7 @@ class Driver:
             automatic=decision.rule != MANUAL_RULE,
             to_revision=decision.to_revision,
             verify=decision.verify,
+            forced_rollback_after_s=decision.forced_rollback_after_s,
             opened_at=inc.opened_at,  # for the decision-to-patch latency the executor observes
         )
         try:

@@ -49,6 +49,7 @@ class Intake:
         *,
         manual_rollback: Callable[[], ApprovalRequirement],
         on_notify: Callable[[], None] | None,
+        manual_forced_after: Callable[[], float | None] = lambda: None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -56,6 +57,8 @@ class Intake:
         self._approvers = approvers
         self._publish = publish
         self._manual_requirement = manual_rollback
+        # manual_rollback.forced_rollback.after: break-glass approved by that quorum may force a stuck pod.
+        self._manual_forced_after = manual_forced_after
         self._on_notify = on_notify
 
     async def on_decision(self, decision: Decision, alert: Alert) -> IncidentRecord:
@@ -120,6 +123,7 @@ class Intake:
         decision = Decision(
             rule=MANUAL_RULE, severity=Severity.P0, action=ActionKind.ROLLBACK_NOW, targets=tuple(targets),
             approval=requirement, reason=reason, to_revision=to_revision,
+            forced_rollback_after_s=self._manual_forced_after(),
         )  # fmt: skip
         verified = [await self._approvers.verify(name, code) for name, code in approvals]
         probe = Incident("probe", decision, State.AWAITING_APPROVAL, self._clock.now(), self._clock.now())

@@ -50,6 +50,7 @@ class IncidentService:
         executor: Executor,
         *,
         manual_rollback: Callable[[], ApprovalRequirement],
+        manual_forced_after: Callable[[], float | None] = lambda: None,
         is_leader: Callable[[], bool] = lambda: True,
         policy: Policy | None = None,
         notify_channels: tuple[str, ...] = ("slack", "pagerduty"),
@@ -75,8 +76,9 @@ class IncidentService:
             store, clock, self._writer, executor, publish, is_leader=is_leader, guard=guard, events=events
         )
         self._intake = Intake(
-            store, clock, self._writer, self.approvers, publish, manual_rollback=manual_rollback, on_notify=on_notify
-        )
+            store, clock, self._writer, self.approvers, publish, manual_rollback=manual_rollback, on_notify=on_notify,
+            manual_forced_after=manual_forced_after,
+        )  # fmt: skip
         self._people = People(store, clock, self._writer, self.approvers)
         self._reader = Reader(store)
         redrive = self._driver.redrive

@@ -202,7 +202,8 @@ def _manual(ctx: _Ctx) -> ManualRollback | None:
             continue
         ctx.check_roles(doc, ("manual_rollback", "approval"), m.approval)
         targets = _targets(ctx, doc, ("manual_rollback", "targets"), m.targets)
-        manual = ManualRollback(approval_from(m.approval), targets, _verify(m.verify))
+        forced = m.forced_rollback.after if m.forced_rollback else None
+        manual = ManualRollback(approval_from(m.approval), targets, _verify(m.verify), forced)
     return manual
 
 
@@ -284,6 +285,7 @@ def _decision(
         origin=Origin(doc.file, *doc.where(loc), format_loc(loc)),
         threshold=named if named in thresholds else None,
         shadow=d.mode == "shadow",
+        forced_rollback_after_s=d.forced_rollback.after if d.forced_rollback else None,
     )
 
 

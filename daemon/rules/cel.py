@@ -158,6 +158,8 @@ def activation(alert: Alert, deploy: DeployEvent | None) -> Activation:
             "namespace": deploy.namespace if deploy else "",
             "deployment": deploy.deployment if deploy else "",
             "kind": deploy.kind.value if deploy else "",
+            # The kind of the workload deployed (deployment, statefulset, daemonset): `kind` is the event's type.
+            "workload_kind": deploy.workload_kind.value if deploy else "",
             "revision": (deploy.revision or 0) if deploy else 0,
             "image": deploy.image if deploy else "",
             "version": deploy.version if deploy else "",

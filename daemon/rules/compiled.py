@@ -112,6 +112,7 @@ class CompiledDecision:
     origin: Origin
     threshold: str | None  # the threshold rule whose alert this rule matches by name, if any
     shadow: bool = False  # mode: shadow — decide, notify (SHADOW) and dry-run; never write (control.guard)
+    forced_rollback_after_s: float | None = None  # forced_rollback.after: None, never (actions.forced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class ManualRollback:
     approval: ApprovalRequirement
     targets: tuple[Target, ...]
     verify: CompiledVerify | None
+    forced_rollback_after_s: float | None = None  # forced_rollback.after of break-glass rollbacks
 
 
 def merge_guard(rule: ApprovalRequirement, guard: ApprovalRequirement) -> ApprovalRequirement:

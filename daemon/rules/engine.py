@@ -147,6 +147,7 @@ def _decide(
         deploy=deploy,
         verify=tables.verify(rule.name, targets),
         shadow=rule.shadow,
+        forced_rollback_after_s=rule.forced_rollback_after_s,
     )
 
 

@@ -139,6 +139,28 @@ class CorrelateDef(_Strict):
     required: bool = False
 
 
+FORCED_AFTER_DEFAULT_S = 180.0
+FORCED_AFTER_MAX_S = 1800.0
+
+
+class ForcedRollbackDef(_Strict):
+    """Allow the forced rollback of a stuck StatefulSet (``actions.forced``; kubernetes#67250).
+
+    After the undo, when the pod the OrderedReady controller waits for is still not Ready on
+    the bad revision ``after`` this long, rollbackd deletes that one pod so the controller
+    recreates it on the restored revision.
+    """
+
+    after: Duration = Field(FORCED_AFTER_DEFAULT_S, description="How long the stuck pod may stay not Ready first.")
+
+    @field_validator("after")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        if not 1.0 <= v <= FORCED_AFTER_MAX_S:
+            raise ValueError("expected a wait from 1s to 30m")
+        return v
+
+
 class DecisionDef(_Strict):
     """A row of the rollback-decision matrix (seed 8.1)."""
 
@@ -158,6 +180,9 @@ class DecisionDef(_Strict):
     target_from: Literal["labels", "deploy"] = "labels"
     channels: list[str] | None = None
     verify: VerifyDef | None = None
+    forced_rollback: ForcedRollbackDef | None = Field(
+        None, description="Delete a StatefulSet's pod left stuck on the bad revision (OrderedReady); off by default."
+    )
     continue_: bool = Field(False, alias="continue", description="Keep evaluating later rules after a match.")
     mode: Literal["enforce", "shadow"] = Field(
         "enforce",
@@ -181,6 +206,9 @@ class DecisionDef(_Strict):
             raise ValueError("target_from: deploy needs a 'correlate' block")
         if self.targets is not None and not self.targets:
             raise ValueError("'targets' must name at least one namespace/name")
+        rollback = self.action in (ActionKind.ROLLBACK_NOW, ActionKind.ROLLBACK_WITHIN)
+        if self.forced_rollback is not None and not rollback:
+            raise ValueError(f"'forced_rollback' applies to rollbacks only, not {self.action.value}")
         return self
 
 
@@ -249,6 +277,9 @@ class ManualRollbackDef(_Strict):
     approval: ApprovalDef
     targets: list[str] = Field(default_factory=list)
     verify: VerifyDef | None = None
+    forced_rollback: ForcedRollbackDef | None = Field(
+        None, description="Break-glass rollbacks, approved by this quorum, may force a stuck StatefulSet's pod."
+    )
 
 
 class RuleFile(_Strict):

@@ -19,6 +19,7 @@ from celpy.adapter import json_to_cel
 from daemon.deploys import DeployEvent, DeployKind
 from daemon.model import Alert, AlertStatus, Target
 from daemon.rules.cel import CelCondition, activation
+from daemon.target import WorkloadKind
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -115,3 +116,17 @@ def test_a_syntax_error_names_where_the_parser_gave_up() -> None:
     expected = "expected a valid CEL expression, syntax error at character 7: 'value ⟨here⟩>'"
     with pytest.raises(ValueError, match=expected):
         CelCondition("value >")
+
+
+def test_a_condition_reads_the_deployed_workloads_kind() -> None:
+    """``deploy.workload_kind`` is the kind the deploy event named; ``deploy.kind`` stays the event's type."""
+    sts = DeployEvent(
+        "d2", DeployKind.SUCCEEDED, "ledger", "prod", "ledger", T0, revision=4, workload_kind=WorkloadKind.STATEFULSET
+    )
+    alert, _ = CASES["full"]
+    cond = CelCondition('deploy.workload_kind == "statefulset"')
+    assert cond.interpreted_because is None  # the compiled runtime takes it
+    assert cond.holds(activation(alert, sts), rule="r")
+    assert not cond.holds(activation(alert, DEPLOY), rule="r")  # a Deployment's deploy event
+    assert not cond.holds(activation(alert, None), rule="r")  # no deploy: ""
+    assert CelCondition('deploy.kind == "succeeded"').holds(activation(alert, sts), rule="r")
