@@ -4,7 +4,7 @@ Built the way the daemon builds them, in this process: a ``RuleRegistry``
 over a file of 1,000 decision rules (the same mix as bench/rules_scaling.py)
 and an ``IncidentService`` on an SQLite store, fed 10,000 firing alerts for
 distinct Deployments, each evaluated by the rules and opened as an incident
-through ``on_decision``. RSS (``VmRSS``) is read before anything is built
+through ``decide`` (the pipeline's path). RSS (``VmRSS``) is read before anything is built
 (the baseline: interpreter and imports) and after; the open incidents are
 counted in the store. Target: ≤ 200 MB.
 """
@@ -90,7 +90,7 @@ async def run(incidents: int, rule_count: int, workdir: Path) -> dict[str, Any]:
         for i in range(incidents):
             a = alert(i, now)
             for decision in registry.current.evaluate(a, DeployHistory()):
-                await service.on_decision(decision, a)
+                await service.decide(decision, a)
         took = time.perf_counter() - start
         gc.collect()
         peak = rss_mb()

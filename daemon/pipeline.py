@@ -68,10 +68,11 @@ class Pipeline:
             for ruled in decisions:
                 frozen = with_freeze(ruled, rules.freeze_windows, self._clock.now())
                 decision = as_configured(frozen, self._shadow_namespaces)
-                view = await self._incidents.on_decision(decision, alert)
+                decided = await self._incidents.decide(decision, alert)
                 # Counted once recorded: an attempt the store refused is retried and must not count twice.
                 DECISIONS.labels(rule=decision.rule, action=decision.action.value).inc()
-                log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=view.id)
+                incident_id = decided if isinstance(decided, str) else decided.id
+                log.info("decision", rule=decision.rule, action=decision.action.value, incident_id=incident_id)
 
     async def _history_for(self, rules: RuleSet, alert: Alert) -> DeployHistory:
         """The recent deploys of the alert's target, read only when a rule that may match correlates."""

@@ -23,8 +23,9 @@ from daemon.incidents.approvals import Approver, Approvers, pick_role
 from daemon.incidents.errors import ConcurrentUpdateError, InvalidTransitionError, NotPermittedError
 from daemon.incidents.machine import MANUAL_RULE, Ignored, Incident, State, Vote, open_incident, transition
 from daemon.incidents.publish import Publications
+from daemon.incidents.read import build_record
 from daemon.incidents.record import IncidentRecord
-from daemon.incidents.write import ATTEMPTS, Step, Writer
+from daemon.incidents.write import ATTEMPTS, SUPERSEDED, Step, Writer
 from daemon.logs import get_logger
 from daemon.model import ActionKind, Alert, ApprovalRequirement, Decision, Severity, Target
 from daemon.store.db import Store
@@ -62,7 +63,19 @@ class Intake:
         self._on_notify = on_notify
 
     async def on_decision(self, decision: Decision, alert: Alert) -> IncidentRecord:
-        """A decision for ``alert``: join the open incident of its group, or open a new one."""
+        """``decide``, answered with the record: as committed for a new incident, as it stands for a join."""
+        decided = await self.decide(decision, alert)
+        if isinstance(decided, IncidentRecord):
+            return decided
+        async with self._store.transaction() as s:
+            return await build_record(s, decided)
+
+    async def decide(self, decision: Decision, alert: Alert) -> IncidentRecord | str:
+        """A decision for ``alert``: join the open incident of its group (its id), or open a new one (its record).
+
+        The pipeline's path. A join builds no record unless a notification carries
+        one: in a storm of alerts on open incidents, reading it back was half the work.
+        """
         with bound_contextvars(rule=decision.rule):
             for _ in range(ATTEMPTS):
                 existing = await self._open(decision, alert, join_group=True)
@@ -78,11 +91,11 @@ class Intake:
                     return True
 
                 event = ev.Decided(at=self._clock.now(), actor=f"rule:{decision.rule}", fingerprint=alert.fingerprint)
-                applied = await self._writer.apply(existing, event, extra=join, strict=False)
+                joined = await self._writer.apply_unrecorded(existing, event, extra=join)
                 if self._publish.enabled and self._on_notify is not None:
                     self._on_notify()  # a join may change nothing else, yet its decision event is due
-                if applied.record.open:
-                    return applied.record
+                if not (isinstance(joined, Ignored) and joined == SUPERSEDED):
+                    return existing  # else it closed meanwhile: open a new one
             raise ConcurrentUpdateError(decision.group_key)
 
     async def on_alert_resolved(self, alert: Alert) -> list[IncidentRecord]:

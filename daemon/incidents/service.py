@@ -85,6 +85,7 @@ class IncidentService:
         self.timers = TimerRunner(store, clock, fire=self._fire_timer, is_leader=is_leader, redrive=redrive)
         # What callers call, answered by the part whose job it is.
         self.on_decision = self._intake.on_decision
+        self.decide = self._intake.decide
         self.on_alert_resolved = self._intake.on_alert_resolved
         self.manual_rollback = self._intake.manual_rollback
         self.approve = self._people.approve

@@ -17,7 +17,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -47,6 +47,10 @@ Extra = Callable[[AsyncSession, Incident], Awaitable[bool]]
 # One applied event: the state before it, what the machine made of it, the event itself.
 Step = tuple[State, Transition, ev.Event]
 _T = TypeVar("_T")
+
+
+# What ``apply`` answers when its ``extra`` declined the change: the incident moved on meanwhile.
+SUPERSEDED = Ignored("superseded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,19 +97,35 @@ class Writer:
         self, incident_id: str, event: ev.Event, *, extra: Extra | None = None, strict: bool = True
     ) -> Applied:
         """Apply ``event``; ``strict``: an event the state refuses raises InvalidTransitionError."""
+        applied = await self._apply(incident_id, event, extra, strict=strict, record=True)
+        assert isinstance(applied, Applied)  # noqa: S101 - record=True always builds the record
+        return applied
 
-        async def change(s: AsyncSession) -> Applied:
+    async def apply_unrecorded(
+        self, incident_id: str, event: ev.Event, *, extra: Extra | None = None
+    ) -> Applied | Transition | Ignored:
+        """``apply`` (not strict) for a caller that needs no record: it is built only if a notification carries it.
+
+        An alert joining an open incident changes nothing a notification reports,
+        and the five reads of the record were half of that transaction's statements.
+        """
+        return await self._apply(incident_id, event, extra, strict=False, record=False)
+
+    async def _apply(
+        self, incident_id: str, event: ev.Event, extra: Extra | None, *, strict: bool, record: bool
+    ) -> Applied | Transition | Ignored:
+        async def change(s: AsyncSession) -> Applied | Transition | Ignored:
             inc, version = await repo.load(s, incident_id, for_update=True)
             if extra is not None and not await extra(s, inc):
-                return Applied(await build_record(s, incident_id), Ignored("superseded"))
+                return Applied(await build_record(s, incident_id), SUPERSEDED) if record else SUPERSEDED
             result = transition(inc, event, self.policy)
             if isinstance(result, Ignored):
                 if result.invalid and strict:
                     raise InvalidTransitionError(f"incident {incident_id} is {inc.state.value}: {result.reason}")
-                return Applied(await build_record(s, incident_id), result)
+                return Applied(await build_record(s, incident_id), result) if record else result
             steps = self.with_start([(inc.state, result, event)])
             await repo.save(s, steps[-1][1].incident, version)
-            return await self._effects(s, steps)
+            return await self._effects(s, steps, record=record)
 
         return await self._commit(incident_id, change)
 
@@ -164,17 +184,30 @@ class Writer:
                     raise ConcurrentUpdateError(incident_id) from None
                 await asyncio.sleep(random.uniform(0, _RACE_PAUSE_S * 2**attempt))  # noqa: S311 - jitter
                 continue
-            if isinstance(out, Applied):
+            if isinstance(out, Applied | Transition):
                 # After the commit, so the driver and a woken outbox worker find the new rows.
-                self._on_commit(out.result)
+                self._on_commit(out.result if isinstance(out, Applied) else out)
             return out
         raise ConcurrentUpdateError(incident_id)  # pragma: no cover - the loop returns or raises
 
-    async def _effects(self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool = False) -> Applied:
+    @overload
+    async def _effects(
+        self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool = ..., record: Literal[True] = ...
+    ) -> Applied: ...
+
+    @overload
+    async def _effects(
+        self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool = ..., record: bool
+    ) -> Applied | Transition: ...
+
+    async def _effects(
+        self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool = False, record: bool = True
+    ) -> Applied | Transition:
         """Write every step's effects, then the decision record once, which the notifications carry.
 
         Audit entries and timers go first, so the record carried by each outbox
-        notification is exactly what this transaction commits.
+        notification is exactly what this transaction commits. Without ``record``
+        and without a notification, no record is built and the transition is the answer.
         """
         notes: list[tuple[Incident, ev.Notify]] = []
         armed: set[ev.TimerKind] = set()  # a new incident's timers need no lookup, until one is set twice
@@ -195,14 +228,16 @@ class Writer:
                     notes.append((t.incident, effect))
             _count(before, t.incident, event)
         await s.flush()
-        record = await build_record(s, steps[-1][1].incident.id)
-        now, payload = self._clock.now(), record.to_json()
+        if not record and not notes:
+            return combined(steps)
+        built = await build_record(s, steps[-1][1].incident.id)
+        now, payload = self._clock.now(), built.to_json()
         for inc, note in notes:
             d = inc.decision
             summary = f"SHADOW (nothing is changed): {note.summary}" if d.shadow else note.summary
             n = NotificationEvent(inc.id, note.kind, d.severity, summary, payload, d.channels)
             await enqueue_notification(s, n, now, channels=self._notify_channels)
-        return Applied(record, combined(steps))
+        return Applied(built, combined(steps))
 
 
 def _audit_detail(effect: ev.Audit, event: ev.Event) -> dict[str, Any]:
