@@ -14,6 +14,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_URL = "http://127.0.0.1:9797"
 
 
+def daemon_url() -> str:
+    """The daemon's URL when ``--url`` is not given: env ``ROLLBACKD_URL``, else the local default."""
+    return os.environ.get("ROLLBACKD_URL") or DEFAULT_URL
+
+
 def config_option(func: F) -> F:
     return click.option(
         "--config",

@@ -17,7 +17,7 @@ import click
 import httpx
 from rich.console import Console
 
-from daemon.cli.common import DEFAULT_URL, echo_error
+from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error
 from daemon.cli.pages import render_list, render_timeline, waiting_for
 from daemon.incidents.record import IncidentRecord
 from daemon.target import Target
@@ -71,7 +71,7 @@ def _token(token_file: Path | None) -> str | None:
 
 def _api(ctx: click.Context) -> Api:
     obj = ctx.find_object(dict) or {}
-    return Api(obj.get("url", DEFAULT_URL), _token(obj.get("token_file")))
+    return Api(obj.get("url") or daemon_url(), _token(obj.get("token_file")))
 
 
 def _options(func: Any) -> Any:
@@ -81,13 +81,14 @@ def _options(func: Any) -> Any:
         obj = ctx.ensure_object(dict)
         if value is not None or param.name not in obj:
             obj[str(param.name)] = (
-                value if value is not None else {"url": DEFAULT_URL, "output": "text"}.get(str(param.name))
+                value if value is not None else {"url": daemon_url(), "output": "text"}.get(str(param.name))
             )
         return value
 
-    func = click.option("--url", default=None, expose_value=False, callback=store, help=f"Daemon URL ({DEFAULT_URL}).")(
-        func
-    )
+    func = click.option(
+        "--url", default=None, expose_value=False, callback=store,
+        help=f"Daemon URL (env ROLLBACKD_URL, else {DEFAULT_URL}).",
+    )(func)  # fmt: skip
     func = click.option(
         "--token-file",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import httpx
 
-from daemon.cli.common import DEFAULT_URL, echo_error
+from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error
 from daemon.cli.pages import waiting_for
 from daemon.incidents.record import IncidentRecord
 
@@ -62,7 +62,7 @@ def _token(token_file: Path | None) -> str | None:
 
 @click.command()
 @click.option(
-    "--url", default=lambda: os.environ.get("ROLLBACKD_URL", DEFAULT_URL), help="Daemon URL (env ROLLBACKD_URL)."
+    "--url", default=daemon_url, help=f"Daemon URL (env ROLLBACKD_URL, else {DEFAULT_URL})."
 )
 @click.option(
     "--token-file",

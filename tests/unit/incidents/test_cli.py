@@ -101,3 +101,21 @@ async def test_break_glass_rollback_of_a_statefulset_to_a_revision(
     [request] = executor.requests
     assert request.targets == (Target("shop", "ledger", WorkloadKind.STATEFULSET),)
     assert request.to_revision == 3
+
+
+async def test_every_command_reads_the_daemon_url_from_rollbackd_url(url: str, service: IncidentService) -> None:
+    """docs/responder.md exports ROLLBACKD_URL once; list, show and ack then need no --url."""
+    view = await service.on_decision(decision(CTO_AND_DATA), alert())
+    env = {"ROLLBACKD_TOKEN": "tok-responder", "ROLLBACKD_URL": url}
+    runner = CliRunner()
+    listed = await asyncio.to_thread(runner.invoke, incidents, ["list", "--output", "json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert [i["id"] for i in json.loads(listed.output)["incidents"]] == [view.id]
+    shown = await asyncio.to_thread(runner.invoke, incidents, ["show", view.id], env=env)
+    assert shown.exit_code == 0, shown.output
+    acked = await asyncio.to_thread(runner.invoke, ack, [view.id], env=env)
+    assert acked.exit_code == 0, acked.output
+    assert "acknowledged by responder" in acked.output
+    # --url still wins over the environment.
+    wrong = await asyncio.to_thread(runner.invoke, incidents, ["list", "--url", "http://127.0.0.1:9"], env=env)
+    assert wrong.exit_code != 0
