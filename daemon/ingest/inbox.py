@@ -22,29 +22,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import orjson
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.clock import Clock
 from daemon.errors import QueueFullError
+from daemon.ingest.group_commit import GroupCommit
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_PENDING
 from daemon.model import Alert
 from daemon.store.db import Store
-from daemon.store.listen import INBOX_CHANNEL, notify
+from daemon.store.listen import INBOX_CHANNEL
 from daemon.store.tables import InboxRow
 
 log = get_logger(__name__)
 
 ItemKind = Literal["alert"]
-# Rows per INSERT statement: 6 bound parameters each, well under SQLite's 32766 and PostgreSQL's 65535.
-_INSERT_CHUNK = 500
+# One inbox row as the driver takes it: dedupe_key, kind, source, partition_key, payload (JSON text),
+# received_at (as the column type binds it: an aware datetime, or SQLite's text form).
+Row = tuple[str, str, str, str, str, Any]
+_SQLITE_INSERT = """
+INSERT INTO inbox (dedupe_key, kind, source, partition_key, payload, received_at) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedupe_key) DO NOTHING
+"""
+# One statement for the whole group: unnest turns six arrays into rows (no bound-parameter limit,
+# one plan), RETURNING names the new rows, and pg_notify wakes the leader's dispatcher at commit.
+# Outside an explicit transaction it commits on its own: one round trip.
+_POSTGRES_INSERT = """
+WITH new AS (
+    INSERT INTO inbox (dedupe_key, kind, source, partition_key, payload, received_at)
+    SELECT d, k, s, p, j::json, r
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS t(d, k, s, p, j, r)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING dedupe_key
+)
+SELECT dedupe_key, pg_notify($7, '') FROM new
+"""
 # Ids per UPDATE … WHERE id IN (…): one bound parameter each.
 _UPDATE_CHUNK = 500
 
@@ -81,6 +101,44 @@ def _rowcount(result: Any) -> int:
     return max(0, int(getattr(result, "rowcount", 0)))
 
 
+async def _sqlite_insert(driver: Any, groups: Sequence[Sequence[Row]]) -> list[int]:
+    """One transaction on an aiosqlite connection: an executemany per request, so each counts its new rows."""
+    try:
+        await driver.execute("BEGIN IMMEDIATE")  # the write lock now, or wait (busy timeout) for it
+        inserted = []
+        for rows in groups:
+            cursor = await driver.executemany(_SQLITE_INSERT, rows)
+            inserted.append(max(0, cursor.rowcount))  # rows ON CONFLICT DO NOTHING skipped are no change
+        await driver.commit()
+    except sqlite3.Error as exc:
+        # Raised past SQLAlchemy: wrapped as it would have, so the store maps it ("database is locked": 503).
+        raise sa_exc.DBAPIError.instance(_SQLITE_INSERT, None, exc, sqlite3.Error) from exc
+    return inserted
+
+
+async def _postgres_insert(driver: Any, groups: Sequence[Sequence[Row]]) -> list[int]:
+    """One autocommitted statement on an asyncpg connection; the new rows are credited in request order.
+
+    Two requests of the group carrying the same alert make one row: the first to carry it
+    inserted it, the later one counts it as a duplicate, as if it had come after the commit.
+    """
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for rows in groups:
+        for row in rows:
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+    new = {record[0] for record in await driver.fetch(_POSTGRES_INSERT, *columns, INBOX_CHANNEL)}
+    inserted = []
+    for rows in groups:
+        count = 0
+        for row in rows:
+            if row[0] in new:
+                new.discard(row[0])  # the same key later in this group was the duplicate
+                count += 1
+        inserted.append(count)
+    return inserted
+
+
 def decode_row(row: InboxRow) -> InboxItem:
     """The item an inbox row holds; ValueError (or KeyError, TypeError) when it cannot be read."""
     if row.kind == "alert":
@@ -104,6 +162,12 @@ class Inbox:
         # SQLite has one writer; a read-then-write transaction racing another writer fails with
         # SQLITE_BUSY instead of waiting, so this process queues its own writers (claims too).
         self.write_lock = asyncio.Lock() if store.is_sqlite else contextlib.nullcontext()
+        self._group: GroupCommit[Sequence[Row], int] = GroupCommit(self._write_groups)
+        column = InboxRow.__table__.c.received_at.type
+        dialect = store.engine.dialect
+        self._received_at: Callable[[datetime], Any] = column.dialect_impl(dialect).bind_processor(dialect) or (
+            lambda value: value
+        )
 
     @property
     def store(self) -> Store:
@@ -113,28 +177,14 @@ class Inbox:
         """Call ``callback`` after every commit that added rows (the dispatcher's ``wake``)."""
         self._listeners.append(callback)
 
-    def _insert(self, values: dict[str, Any]) -> Any:
-        # Both dialects spell it the same; the statement must come from the right one.
-        dialect = postgresql if not self._store.is_sqlite else sqlite
-        stmt = dialect.insert(InboxRow).values(**values)
-        return stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(InboxRow.id)
-
-    def _insert_many(self) -> Any:
-        """Core (not ORM) insert for executemany, skipping known dedupe keys, returning the new ids.
-
-        SQLAlchemy turns it into multi-row VALUES ("insertmanyvalues") with one cached compilation.
-        """
-        dialect = postgresql if not self._store.is_sqlite else sqlite
-        stmt = dialect.insert(InboxRow.__table__)
-        return stmt.on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(InboxRow.__table__.c.id)
-
-    async def _count_pending(self, session: AsyncSession) -> int:
-        stmt = select(func.count()).select_from(InboxRow).where(InboxRow.processed_at.is_(None))
-        pending = int((await session.execute(stmt)).scalar_one())
+    async def _count_pending(self) -> int:
+        async with self._store.transaction("inbox count") as session:
+            stmt = select(func.count()).select_from(InboxRow).where(InboxRow.processed_at.is_(None))
+            pending = int((await session.execute(stmt)).scalar_one())
         self._pending_estimate, self._counted_at = pending, self._clock.now()
         return pending
 
-    async def _pending_before_write(self, session: AsyncSession) -> int:
+    async def _pending_before_write(self) -> int:
         """The pending count to check the bound with: the estimate, or a fresh count when it may mislead."""
         estimate, counted_at = self._pending_estimate, self._counted_at
         if (
@@ -143,7 +193,7 @@ class Inbox:
             or estimate >= self.max_pending  # about to refuse: make sure
             or self._clock.now() - counted_at >= self._resync  # other replicas may have written
         ):
-            return await self._count_pending(session)
+            return await self._count_pending()
         return estimate
 
     def _moved(self, delta: int) -> None:
@@ -153,51 +203,54 @@ class Inbox:
         self._pending_estimate = max(0, self._pending_estimate + delta)
         INBOX_PENDING.set(self._pending_estimate)
 
-    async def _write(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert ``rows`` in one transaction; the number actually inserted. Raises QueueFullError first."""
-        async with self.write_lock, self._store.transaction() as session:
-            pending = await self._pending_before_write(session)
+    async def _write_groups(self, groups: Sequence[Sequence[Row]]) -> list[int]:
+        """Insert each request's rows, all in one transaction; how many of each were new.
+
+        Raises QueueFullError (for the whole group) before writing anything when the inbox is full.
+        """
+        async with self.write_lock:
+            pending = await self._pending_before_write()
             if pending >= self.max_pending:
                 INBOX_PENDING.set(pending)
                 raise QueueFullError(f"inbox holds {pending} unprocessed entries (limit {self.max_pending})")
-            inserted = 0
-            # One multi-row INSERT per chunk: a statement per row cost ~2.5 ms each through
-            # aiosqlite's thread hop (profiled in bench/ingest.py), 30x Alertmanager's per-alert cost.
-            connection = await session.connection()
-            for start in range(0, len(rows), _INSERT_CHUNK):
-                result = await connection.execute(self._insert_many(), list(rows[start : start + _INSERT_CHUNK]))
-                inserted += len(result.all())
-            if inserted:
-                await notify(connection, self._store, INBOX_CHANNEL)  # the leader may be another replica
-        self._moved(inserted)
-        if inserted:
+            async with self._store.connect("inbox write") as conn:
+                # The driver's connection, past SQLAlchemy's per-row binding and its thread hop per
+                # statement: through the ORM a 100-alert insert cost ~13 ms, this way ~1.3 ms.
+                driver = (await conn.get_raw_connection()).driver_connection
+                if self._store.is_sqlite:
+                    inserted = await _sqlite_insert(driver, groups)
+                else:
+                    inserted = await _postgres_insert(driver, groups)
+        total = sum(inserted)
+        self._moved(total)
+        if total:
             for callback in self._listeners:
                 callback()
         return inserted
 
-    async def accept_alerts(self, alerts: Iterable[Alert]) -> AcceptResult:
-        """Write every new alert (by ``dedupe_key``) in one transaction; count the rest as duplicates."""
-        now = self._clock.now()
-        rows = [
-            {
-                "dedupe_key": a.dedupe_key,
-                "kind": "alert",
-                "source": a.source,
-                "partition_key": partition_key(a),
-                "payload": a.to_json(),
-                "received_at": now,
-            }
+    def _rows(self, alerts: Iterable[Alert]) -> list[Row]:
+        """The inbox rows of ``alerts``, in the driver's terms (the column types' own bind conversions)."""
+        received_at = self._received_at(self._clock.now())
+        return [
+            (a.dedupe_key, "alert", a.source, partition_key(a), orjson.dumps(a.to_json()).decode(), received_at)
             for a in alerts
         ]
+
+    async def accept_alerts(self, alerts: Iterable[Alert]) -> AcceptResult:
+        """Write every new alert (by ``dedupe_key``), committed before this returns; count the rest as duplicates.
+
+        Concurrent calls share transactions (``ingest.group_commit``); each still returns only
+        once its own rows are committed, and raises what that transaction raised.
+        """
+        rows = self._rows(alerts)
         if not rows:
             return AcceptResult(0, 0)
-        inserted = await self._write(rows)
+        inserted = await self._group.submit(rows)
         return AcceptResult(inserted, len(rows) - inserted)
 
     async def has_room(self) -> bool:
         """Whether an accept would pass the ``max_pending`` bound right now."""
-        async with self._store.transaction() as session:
-            pending = await self._count_pending(session)
+        pending = await self._count_pending()
         INBOX_PENDING.set(pending)
         return pending < self.max_pending
 
