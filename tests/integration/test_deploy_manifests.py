@@ -60,13 +60,16 @@ def _install_crds(kube: KubeCluster) -> None:
         time.sleep(0.5)
 
 
-def _render(kube: KubeCluster, tmp_path: Path, namespace: str) -> tuple[str, list[dict[str, Any]]]:
+def _render(
+    kube: KubeCluster, tmp_path: Path, namespace: str, components: tuple[Path, ...] = ()
+) -> tuple[str, list[dict[str, Any]]]:
     """The base, through an overlay that moves it to ``namespace`` (as an operator's overlay would)."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump({"resources": [os.path.relpath(BASE, overlay)], "namespace": namespace})
-    )
+    kustomization: dict[str, Any] = {"resources": [os.path.relpath(BASE, overlay)], "namespace": namespace}
+    if components:
+        kustomization["components"] = [os.path.relpath(c, overlay) for c in components]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     text = kube.kubectl("kustomize", str(overlay)).stdout
     return text, [d for d in yaml.safe_load_all(text) if d]
 
@@ -97,6 +100,26 @@ def test_base_passes_server_side_dry_run(kube: KubeCluster, namespace: str, rend
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rollbackd", "namespace": namespace}]
     # The dry run answered for each object, not just for the first one.
     assert proc.stdout.count("(server dry run)") == len(docs)
+
+
+def test_forced_rollback_component_adds_pod_list_and_delete_only(
+    kube: KubeCluster, namespace: str, tmp_path: Path, rendered: Any
+) -> None:
+    """Only with the forced-rollback component may rollbackd delete pods; the base grants nothing on pods."""
+    _, base_docs = rendered
+    assert not [r for d in base_docs if d["kind"] == "ClusterRole" for r in d["rules"] if "pods" in r["resources"]]
+    (tmp_path / "forced").mkdir()
+    text, docs = _render(kube, tmp_path / "forced", namespace, (DEPLOY / "components" / "forced-rollback",))
+    _install_crds(kube)
+    proc = kube.kubectl("apply", "--dry-run=server", "-f", "-", stdin=text, check=False)
+    assert proc.returncode == 0, f"server-side dry run refused the manifests:\n{proc.stderr}"
+    added = [d for d in docs if d["metadata"]["name"] == "rollbackd-forced-rollback"]
+    assert len(docs) == len(base_docs) + 2
+    assert sorted(d["kind"] for d in added) == ["ClusterRole", "ClusterRoleBinding"]
+    role = _one(added, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]}]
+    binding = _one(added, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rollbackd", "namespace": namespace}]
 
 
 def test_deployment_is_locked_down_and_probed(rendered: Any) -> None:

@@ -7,6 +7,11 @@ the kubelet of one fake node (``kwok-node-0``) so pods become Running/Ready.
 
 One certificate (CN=admin, O=system:masters) serves as the apiserver's serving
 certificate, everyone's client certificate and the service-account key.
+
+KWOK's stages are the ones its module ships (collected into the cache at build
+time) plus the project's own in ``tests/stack/kwok/``, composed at each start
+(``kwok_stages``): a pod labelled ``rollbackd.test/hold-not-ready`` is held
+Running and not Ready, and KWOK's ``pod-ready`` stage leaves it alone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import yaml
+
 from tests.stack.base import CACHE, REPO, Proc, StackError, free_port, http_ok, log_tail, versions
 
 NODE_NAME = "kwok-node-0"
@@ -29,6 +36,24 @@ SANS = (
     "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
     "DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1"
 )
+
+
+HOLD_NOT_READY = "rollbackd.test/hold-not-ready"  # a pod with this label stays Running and not Ready
+PROJECT_STAGES = REPO / "tests" / "stack" / "kwok"
+
+
+def kwok_stages(shipped: Path) -> str:
+    """KWOK's shipped stages, ``pod-ready`` kept off held pods, then the project's stages (one YAML stream)."""
+    docs = [d for d in yaml.safe_load_all(shipped.read_text()) if d]
+    ready = [d for d in docs if d.get("kind") == "Stage" and d["metadata"]["name"] == "pod-ready"]
+    if len(ready) != 1:
+        raise StackError(f"{shipped}: expected one pod-ready stage, found {len(ready)}")
+    ready[0]["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.labels["{HOLD_NOT_READY}"]', "operator": "DoesNotExist"}
+    )
+    for path in sorted(PROJECT_STAGES.glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 def kube_dir() -> Path:
@@ -344,13 +369,15 @@ class KubeCluster:
         port = free_port()
         home = self.workdir / "kwok-home"  # keeps ~/.kwok/kwok.yaml of the host out of the way
         home.mkdir(parents=True, exist_ok=True)
+        stages = self.workdir / "kwok-stages.yaml"
+        stages.write_text(kwok_stages(self.home / "kwok-stages.yaml"))
         self.kwok = Proc(
             "kwok",
             [
                 str(self.bin / "kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 "-c",
-                str(self.home / "kwok-stages.yaml"),
+                str(stages),
                 "--manage-all-nodes=true",
                 # The bare binary defaults to 0 = no node Lease (only kwokctl defaults to 40): without a
                 # Lease the node lifecycle controller marks the node NotReady every ~50 s and KWOK
