@@ -34,7 +34,7 @@ from sqlalchemy import func, select, update
 
 from daemon.clock import Clock
 from daemon.errors import QueueFullError
-from daemon.ingest.group_commit import GroupCommit
+from daemon.store.group_commit import GroupCommit
 from daemon.logs import get_logger
 from daemon.metrics import INBOX_PENDING
 from daemon.model import Alert
@@ -239,7 +239,7 @@ class Inbox:
     async def accept_alerts(self, alerts: Iterable[Alert]) -> AcceptResult:
         """Write every new alert (by ``dedupe_key``), committed before this returns; count the rest as duplicates.
 
-        Concurrent calls share transactions (``ingest.group_commit``); each still returns only
+        Concurrent calls share transactions (``store.group_commit``); each still returns only
         once its own rows are committed, and raises what that transaction raised.
         """
         rows = self._rows(alerts)

@@ -1,14 +1,15 @@
 """Group commit: requests that arrive while a write is in flight are written together in the next one.
 
-Part of the inbox's write side (``ingest.inbox``). Each webhook request hands
-its rows to ``GroupCommit.submit`` and waits; one writer task takes everything
-waiting, writes it in one transaction and answers each request with its own
-share of the result, then takes what arrived meanwhile. A request is answered
-only after the transaction holding its rows committed; when the write fails,
-every request of that group gets the error (the webhook's 503), and none of
-them was answered before. Under a storm the per-transaction costs (the commit's
-fsync, the store round trips) are paid once per group instead of once per
-request; a lone request is written at once, with no waiting for company.
+A store helper for writers with many concurrent callers, such as the inbox's
+write side (``ingest.inbox``), where each webhook request hands its rows to
+``GroupCommit.submit`` and waits; one writer task takes everything waiting,
+writes it in one transaction and answers each request with its own share of
+the result, then takes what arrived meanwhile. A request is answered only
+after the transaction holding its rows committed; when the write fails, every
+request of that group gets the error (the webhook's 503), and none of them was
+answered before. Under a storm the per-transaction costs (the commit's fsync,
+the store round trips) are paid once per group instead of once per request; a
+lone request is written at once, with no waiting for company.
 
 The writer task exists only while there is work, so an idle process holds none.
 """
@@ -48,7 +49,7 @@ class GroupCommit(Generic[Item, Result]):
         if self._writer is None:
             # Its own task, not the submitter's: a request cancelled mid-write (a client that hung
             # up) must not cancel the transaction its group shares with other requests.
-            self._writer = asyncio.create_task(self._run(), name="inbox-group-commit")
+            self._writer = asyncio.create_task(self._run(), name="group-commit")
         return await future
 
     async def _run(self) -> None:
