@@ -1,21 +1,31 @@
 """The read model: builds the ``IncidentRecord`` from every table that holds part of it, and serves reads.
 
-``build_record`` is the one builder of the decision record. ``incidents.write``
-calls it inside the transaction that changed the incident (so the record each
-outbox notification carries is exactly what that transaction commits);
-``Reader`` calls it for the API's and the CLI's reads.
+``build_records`` is the one builder of the decision record (``build_record``
+is it for one incident). ``incidents.write`` calls it inside the transaction
+that changed the incident (so the record each outbox notification carries is
+exactly what that transaction commits); ``Reader`` calls it for the API's, the
+CLI's and the incident pages' reads.
+
+A page of the list is five queries of plain rows, whatever its length, and a
+record is built from exactly the rows it is read from: the stored JSON (the
+incident, its alerts, its audit details) comes as text, so those rows are the
+key of ``RecordMemo``. The reader's memo hands back the record it built from
+the same rows before, so an incident nobody changed is neither decoded nor
+built again; any change to any of its rows is a different key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Hashable, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.incidents import repo
+from daemon.incidents.errors import IncidentNotFoundError
 from daemon.incidents.events import RollbackFinished, VerificationFailed, VerificationPassed
 from daemon.incidents.record import (
     ActionEntry,
@@ -33,60 +43,111 @@ from daemon.store.tables import ApprovalRow, AuditRow, IncidentAlertRow, TimerRo
 # The audit entries the record's ``actions`` and ``verification`` come from; a list reads only these.
 _OUTCOMES = (RollbackFinished.name, VerificationPassed.name, VerificationFailed.name)
 
+# The columns each child table gives the record, the incident id first. Plain rows, not ORM entities: a
+# page of 1,000 is some 4,000 rows, and building, tracking and collecting that many mapped objects was
+# most of the list's time (issue 19). Selected through the mapped attributes, so the session still
+# flushes the writer's pending rows first and the record shows what its transaction will commit.
+_ALERT = (
+    IncidentAlertRow.incident_id, IncidentAlertRow.fingerprint, IncidentAlertRow.status, IncidentAlertRow.value,
+    IncidentAlertRow.starts_at, IncidentAlertRow.at, cast(IncidentAlertRow.alert, Text),
+)  # fmt: skip
+_VERDICT = (
+    ApprovalRow.incident_id, ApprovalRow.approver, ApprovalRow.role, ApprovalRow.verdict, ApprovalRow.via,
+    ApprovalRow.at, ApprovalRow.comment,
+)  # fmt: skip
+_TIMER = (TimerRow.incident_id, TimerRow.kind, TimerRow.due_at, TimerRow.fired_at, TimerRow.cancelled)
+_AUDIT = (AuditRow.incident_id, AuditRow.at, AuditRow.actor, AuditRow.action, cast(AuditRow.detail, Text))
 
-def _by_incident(rows: Sequence[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = {}
-    for row in rows:
-        grouped.setdefault(row.incident_id, []).append(row)
-    return grouped
+Rows = tuple[tuple[Any, ...], ...]
+
+
+class RecordMemo:
+    """The records built lately, keyed by every row each was built from; the oldest unused go first.
+
+    Safe to share between pages and replicas' writes because the key is the whole input of a pure
+    function: equal rows give an equal record, so a hit is exactly what building again would give.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self._size = size
+        self._records: dict[Hashable, IncidentRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, key: Hashable) -> IncidentRecord | None:
+        record = self._records.pop(key, None)
+        if record is not None:
+            self._records[key] = record  # the most recently used goes last
+        return record
+
+    def put(self, key: Hashable, record: IncidentRecord) -> None:
+        self._records[key] = record
+        while len(self._records) > self._size:
+            del self._records[next(iter(self._records))]
 
 
 async def _children(
-    session: AsyncSession, table: Any, ids: Sequence[str], order: Any, *where: Any
-) -> dict[str, list[Any]]:
-    """One query for the rows of ``table`` that belong to any of ``ids``, grouped by incident in ``order``.
+    session: AsyncSession, columns: tuple[Any, ...], ids: Sequence[str], order: Any, row_id: Any, *where: Any
+) -> dict[str, Rows]:
+    """One query for ``columns`` of the rows that belong to any of ``ids``: incident id → the other columns.
 
-    The row id breaks ties, so an incident's rows come in the same order however many incidents are read.
+    ``row_id`` breaks ties, so an incident's rows come in the same order however many incidents are read.
     """
-    stmt = select(table).where(table.incident_id.in_(ids), *where).order_by(order, table.id)
-    return _by_incident((await session.scalars(stmt)).all())
+    stmt = select(*columns).where(columns[0].in_(ids), *where).order_by(order, row_id)
+    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    for incident_id, *rest in await session.execute(stmt):
+        grouped.setdefault(incident_id, []).append(tuple(rest))
+    return {incident_id: tuple(rows) for incident_id, rows in grouped.items()}
 
 
 async def build_record(session: AsyncSession, incident_id: str, *, with_timeline: bool = True) -> IncidentRecord:
-    """The decision record of one incident as it stands in ``session``."""
-    inc, _ = await repo.load(session, incident_id)
-    return (await _build(session, [inc], with_timeline=with_timeline))[0]
+    """The decision record of one incident as it stands in ``session``; IncidentNotFoundError if none."""
+    records = await build_records(session, [incident_id], with_timeline=with_timeline)
+    if not records:
+        raise IncidentNotFoundError(incident_id)
+    return records[0]
 
 
-async def build_records(session: AsyncSession, ids: Sequence[str], *, with_timeline: bool) -> list[IncidentRecord]:
-    """The records of ``ids`` in that order, in five queries whatever their number (a page of the list)."""
-    return await _build(session, await repo.load_many(session, ids), with_timeline=with_timeline)
+async def build_records(
+    session: AsyncSession, ids: Sequence[str], *, with_timeline: bool, memo: RecordMemo | None = None
+) -> list[IncidentRecord]:
+    """The records of ``ids`` in that order (an id deleted meanwhile is left out), in five queries."""
+    return await _build(session, await repo.stored_many(session, ids), with_timeline=with_timeline, memo=memo)
 
 
-async def _build(session: AsyncSession, incidents: Sequence[Incident], *, with_timeline: bool) -> list[IncidentRecord]:
-    ids = [inc.id for inc in incidents]
-    alerts = await _children(session, IncidentAlertRow, ids, IncidentAlertRow.id)
-    verdicts = await _children(session, ApprovalRow, ids, ApprovalRow.id)
-    timers = await _children(session, TimerRow, ids, TimerRow.due_at)
+async def _build(
+    session: AsyncSession, stored: Sequence[tuple[str, str]], *, with_timeline: bool, memo: RecordMemo | None
+) -> list[IncidentRecord]:
+    ids = [incident_id for incident_id, _ in stored]
+    alerts = await _children(session, _ALERT, ids, IncidentAlertRow.id, IncidentAlertRow.id)
+    verdicts = await _children(session, _VERDICT, ids, ApprovalRow.id, ApprovalRow.id)
+    timers = await _children(session, _TIMER, ids, TimerRow.due_at, TimerRow.id)
     only = () if with_timeline else (AuditRow.action.in_(_OUTCOMES),)
-    audits = await _children(session, AuditRow, ids, AuditRow.id, *only)
-    return [
-        _record(inc, alerts.get(inc.id, []), verdicts.get(inc.id, []), timers.get(inc.id, []),
-                audits.get(inc.id, []), with_timeline=with_timeline)
-        for inc in incidents
-    ]  # fmt: skip
+    audits = await _children(session, _AUDIT, ids, AuditRow.id, AuditRow.id, *only)
+    records = []
+    for incident_id, incident in stored:
+        rows = (incident, alerts.get(incident_id, ()), verdicts.get(incident_id, ()), timers.get(incident_id, ()),
+                audits.get(incident_id, ()))  # fmt: skip
+        key = (with_timeline, rows)
+        record = memo.get(key) if memo is not None else None
+        if record is None:
+            record = _record(*rows, with_timeline=with_timeline)
+            if memo is not None:
+                memo.put(key, record)
+        records.append(record)
+    return records
 
 
 def _record(
-    inc: Incident,
-    alerts: Sequence[IncidentAlertRow],
-    verdicts: Sequence[ApprovalRow],
-    timers: Sequence[TimerRow],
-    audit_rows: Sequence[AuditRow],
-    *,
-    with_timeline: bool,
+    incident: str, alerts: Rows, verdicts: Rows, timers: Rows, audit_rows: Rows, *, with_timeline: bool
 ) -> IncidentRecord:
-    audit = [TimelineEntry(a.at, a.actor, a.action, MappingProxyType(dict(a.detail))) for a in audit_rows]
+    """One record from the incident's stored JSON and its child rows, in the column order of ``_ALERT`` …"""
+    inc = Incident.from_json(json.loads(incident))
+    audit = [
+        TimelineEntry(at, actor, action, MappingProxyType(json.loads(detail)))
+        for at, actor, action, detail in audit_rows
+    ]
     return IncidentRecord(
         id=inc.id,
         state=inc.state,
@@ -100,23 +161,26 @@ def _record(
         escalations=inc.escalations,
         objective_breached=inc.objective_breached,
         missing_roles=MappingProxyType(inc.missing_roles()),
-        alerts=tuple(
-            AlertEntry(
-                a.fingerprint, str(a.alert.get("name", "")), a.status, a.value, a.starts_at, a.at,
-                MappingProxyType(dict(a.alert.get("labels", {}))),
-                MappingProxyType(dict(a.alert.get("annotations") or {})), str(a.alert.get("generator_url") or ""),
-            )
-            for a in alerts
-        ),
-        approvals=tuple(ApprovalEntry(v.approver, v.role, v.verdict, v.via, v.at, v.comment) for v in verdicts),
+        alerts=tuple(_alert(a) for a in alerts),
+        approvals=tuple(ApprovalEntry(*v) for v in verdicts),
         actions=_actions(audit),
         verification=_verification(audit),
         timers=tuple(
-            TimerEntry(t.kind, t.due_at, "fired" if t.fired_at else "cancelled" if t.cancelled else "pending")
-            for t in timers
+            TimerEntry(kind, due_at, "fired" if fired_at else "cancelled" if cancelled else "pending")
+            for kind, due_at, fired_at, cancelled in timers
         ),
         timeline=tuple(audit) if with_timeline else (),
     )
+
+
+def _alert(row: tuple[Any, ...]) -> AlertEntry:
+    fingerprint, status, value, starts_at, at, stored = row
+    alert = json.loads(stored)
+    return AlertEntry(
+        fingerprint, str(alert.get("name", "")), status, value, starts_at, at,
+        MappingProxyType(dict(alert.get("labels", {}))), MappingProxyType(dict(alert.get("annotations") or {})),
+        str(alert.get("generator_url") or ""),
+    )  # fmt: skip
 
 
 def _actions(audit: Sequence[TimelineEntry]) -> tuple[ActionEntry, ...]:
@@ -135,10 +199,11 @@ def _verification(audit: Sequence[TimelineEntry]) -> Verification | None:
 
 
 class Reader:
-    """Reads for the API and the CLI: one record, or a page of them without their timelines."""
+    """Reads for the API, the CLI and the pages: one record, or a page of them without their timelines."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, memo: RecordMemo | None = None) -> None:
         self._store = store
+        self._memo = memo if memo is not None else RecordMemo()
 
     async def get(self, incident_id: str) -> IncidentRecord:
         async with self._store.transaction() as s:
@@ -146,5 +211,5 @@ class Reader:
 
     async def list(self, state: str | None = None, open_only: bool = False, limit: int = 100) -> list[IncidentRecord]:
         async with self._store.transaction() as s:
-            ids = await repo.list_ids(s, state=state, open_only=open_only, limit=max(1, min(limit, 1000)))
-            return await build_records(s, ids, with_timeline=False)
+            stored = await repo.list_stored(s, state=state, open_only=open_only, limit=max(1, min(limit, 1000)))
+            return await _build(s, stored, with_timeline=False, memo=self._memo)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Text, and_, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.incidents.errors import ConcurrentUpdateError, IncidentNotFoundError
@@ -36,11 +36,15 @@ async def load(session: AsyncSession, incident_id: str, *, for_update: bool = Fa
     return Incident.from_json(row.decision), row.version
 
 
-async def load_many(session: AsyncSession, ids: Sequence[str]) -> list[Incident]:
-    """The incidents of ``ids`` in one query, in that order (an id deleted meanwhile is left out)."""
-    rows = (await session.scalars(select(IncidentRow).where(IncidentRow.id.in_(list(ids))))).all()
-    by_id = {row.id: row for row in rows}
-    return [Incident.from_json(by_id[i].decision) for i in ids if i in by_id]
+def _stored() -> Any:
+    """The incident's id and its stored JSON as text: ``incidents.read`` decodes only what its memo lacks."""
+    return select(IncidentRow.id, cast(IncidentRow.decision, Text))
+
+
+async def stored_many(session: AsyncSession, ids: Sequence[str]) -> list[tuple[str, str]]:
+    """``(id, stored JSON)`` of ``ids`` in one query, in that order (an id deleted meanwhile is left out)."""
+    by_id: dict[str, str] = dict((await session.execute(_stored().where(IncidentRow.id.in_(list(ids))))).all())
+    return [(i, by_id[i]) for i in ids if i in by_id]
 
 
 async def find_open(session: AsyncSession, group_key: str) -> str | None:
@@ -191,10 +195,13 @@ async def ids_in_states(session: AsyncSession, states: Sequence[str]) -> list[st
     return list((await session.scalars(stmt)).all())
 
 
-async def list_ids(session: AsyncSession, *, state: str | None, open_only: bool, limit: int) -> list[str]:
-    stmt = select(IncidentRow.id).order_by(IncidentRow.created_at.desc()).limit(limit)
+async def list_stored(
+    session: AsyncSession, *, state: str | None, open_only: bool, limit: int
+) -> list[tuple[str, str]]:
+    """``(id, stored JSON)`` of the newest ``limit`` incidents (in ``state``, or open), newest first, in one query."""
+    stmt = _stored().order_by(IncidentRow.created_at.desc()).limit(limit)
     if state is not None:
         stmt = stmt.where(IncidentRow.state == state)
     if open_only:
         stmt = stmt.where(IncidentRow.open.is_(True))
-    return list((await session.scalars(stmt)).all())
+    return [(incident_id, stored) for incident_id, stored in await session.execute(stmt)]

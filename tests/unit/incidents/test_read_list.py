@@ -7,17 +7,20 @@ its verification, an acknowledgement, a closed one) are made through the real ``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from daemon.clock import FakeClock
-from daemon.incidents.record import IncidentRecord
+from daemon.incidents import repo
+from daemon.incidents.events import TimerKind, VerificationPassed
+from daemon.incidents.read import build_record
+from daemon.incidents.record import IncidentRecord, Verification
 from daemon.incidents.service import IncidentService
 from daemon.model import (
     ActionKind,
@@ -30,7 +33,9 @@ from daemon.model import (
     Severity,
     Target,
 )
+from daemon.redact import redact
 from daemon.store.db import Store
+from daemon.store.tables import OutboxRow, TimerRow
 from tests.unit.incidents.conftest import FakeExecutor, Secrets
 
 
@@ -132,3 +137,96 @@ async def test_the_list_equals_one_by_one_reads_in_a_fixed_number_of_queries(
     assert open_ids == [r.id for r in listed if r.open]
     assert len(open_ids) < len(ids)
     assert len(executor.requests) == sum(1 for i in range(25) if i % 5 == 1)
+
+
+async def _listed_as_built(service: IncidentService, store: Store) -> dict[str, IncidentRecord]:
+    """The list, checked against the one builder run for each of its incidents, and against its own JSON."""
+    listed = await service.list(limit=1000)
+    async with store.transaction() as s:
+        built = [await build_record(s, r.id, with_timeline=False) for r in listed]
+    assert listed == built
+    assert [r.to_json() for r in listed] == [r.to_json() for r in built]
+    return {r.id: r for r in listed}
+
+
+async def _notified(store: Store, incident_id: str) -> dict[str, Any] | None:
+    """The record the incident's newest notification carries, as the writer put it into the outbox."""
+    async with store.transaction() as s:
+        stmt = select(OutboxRow.payload).where(OutboxRow.incident_id == incident_id, OutboxRow.channel == "slack")
+        payload = (await s.scalars(stmt.order_by(OutboxRow.id.desc()).limit(1))).first()
+    return None if payload is None else dict(payload["incident"])
+
+
+async def test_after_every_change_the_list_gives_what_the_one_builder_and_the_writer_give(
+    service: IncidentService, store: Store, approver_secrets: Secrets, clock: FakeClock
+) -> None:
+    """The list reads plain rows and keeps the records it built; a change to any row of an incident shows.
+
+    After each change: every listed record equals ``build_record`` for it, and the changed incident's
+    newest notification carries exactly that record (with its timeline), as the writer built it inside
+    the transaction that changed it. An incident nobody changed is handed back as the same record.
+    """
+    ids = await _incidents(service, approver_secrets, clock, 10)  # shapes 0-4, twice
+    totp = approver_secrets.totp
+    before = await _listed_as_built(service, store)
+    assert all(r is before[i] for i, r in (await _listed_as_built(service, store)).items())
+
+    async def quorum() -> None:  # the second role approves: the rollback runs and is verified
+        await service.approve(ids[5], "dan", totp["dan"].at(clock.now()), via="slack", comment="go")
+        await service.idle()
+
+    async def joined() -> None:  # another alert joins an acknowledged incident
+        await service.on_decision(
+            _decision(Target("shop", "web-7"), ActionKind.NOTIFY), _alert(Target("shop", "web-7"), "c7")
+        )
+
+    async def deadlines() -> None:  # the approval deadline and the escalations come due and fire
+        await clock.advance(3600)
+        await service.fire_due()
+
+    # (the incident that changes, whether the change notifies, the change)
+    changes: list[tuple[str, bool, Callable[[], Awaitable[Any]]]] = [
+        (ids[5], True, quorum),
+        (ids[9], True, lambda: service.acknowledge(ids[9], "oncall", via="slack")),
+        (ids[7], False, joined),  # a join changes nothing a notification reports: none is sent
+        (ids[0], True, lambda: service.reject(ids[0], "dan", totp["dan"].at(clock.now()), via="api", comment="no")),
+        (ids[4], True, deadlines),
+        (ids[2], True, lambda: service.resolve(ids[2], "oncall", "fixed by hand")),
+    ]
+    for changed, notifies, change in changes:
+        await clock.advance(31)  # a fresh TOTP step for each verdict
+        await change()
+        after = await _listed_as_built(service, store)
+        assert after[changed] != before[changed], changed
+        if notifies:
+            assert await _notified(store, changed) == redact((await service.get(changed)).to_json()), changed
+        assert all(after[i] is before[i] for i in ids if after[i] == before[i])
+        before = after
+
+
+async def test_a_change_to_a_child_row_alone_shows_in_the_next_list(
+    service: IncidentService, store: Store, approver_secrets: Secrets, clock: FakeClock
+) -> None:
+    """The memo keys on every row a record is built from, not on the incident row (whose version a timer
+    claimed for an event its state ignores does not move): each row the writer's repository writes shows."""
+    ids = await _incidents(service, approver_secrets, clock, 1)  # awaiting two roles, timers armed
+    before = (await _listed_as_built(service, store))[ids[0]]
+    pending = [t for t in before.timers if t.status == "pending"]
+    assert len(pending) >= 2
+    async with store.transaction() as s:
+        (timer_id,) = (
+            await s.scalars(select(TimerRow.id).where(TimerRow.incident_id == ids[0], TimerRow.kind == pending[0].kind))
+        ).all()
+        assert await repo.claim_timer(s, timer_id, clock.now())
+    claimed = (await _listed_as_built(service, store))[ids[0]]
+    assert claimed.timer(pending[0].kind) == replace(pending[0], status="fired")
+    async with store.transaction() as s:
+        await repo.cancel_timer(s, ids[0], TimerKind(pending[1].kind))
+    cancelled = (await _listed_as_built(service, store))[ids[0]]
+    assert cancelled.timer(pending[1].kind) == replace(pending[1], status="cancelled")
+    async with store.transaction() as s:
+        detail = {"verification": "error rate back under 1%"}
+        repo.add_audit(s, ids[0], at=clock.now(), actor="verifier", action=VerificationPassed.name, detail=detail)
+    verified = (await _listed_as_built(service, store))[ids[0]]
+    assert verified.verification == Verification(True, "error rate back under 1%", clock.now())
+    assert (await service.list(limit=1000))[0] is verified  # built once per change, not once per read
