@@ -22,6 +22,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from daemon.incidents.state import State, iso, parse_dt
 from daemon.model import Decision, Severity
 
@@ -174,6 +176,10 @@ class IncidentRecord:
     verification: Verification | None = None
     timers: tuple[TimerEntry, ...] = ()
     timeline: tuple[TimelineEntry, ...] = ()  # empty in lists: only one incident's page carries it
+    # ``json_bytes``' answer once it was asked for: no part of the value (not compared, not copied by
+    # ``dataclasses.replace``). A record never changes, and the reader's memo hands the same record to
+    # every page that shows the incident unchanged, so a page of 1,000 is serialized once (issue 19).
+    _json: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def rule(self) -> str:
@@ -222,6 +228,13 @@ class IncidentRecord:
             "timers": [t.to_json() for t in self.timers],
             "timeline": [t.to_json() for t in self.timeline],
         }
+
+    def json_bytes(self) -> bytes:
+        """``to_json()`` as JSON (orjson), serialized on the first call only."""
+        if self._json is None:
+            object.__setattr__(self, "_json", orjson.dumps(self.to_json()))  # frozen, but a cache of itself
+        assert self._json is not None  # noqa: S101 - set just above
+        return self._json
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> IncidentRecord:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 from sqlalchemy import event, select
 
 from daemon.clock import FakeClock
@@ -146,6 +147,7 @@ async def _listed_as_built(service: IncidentService, store: Store) -> dict[str, 
         built = [await build_record(s, r.id, with_timeline=False) for r in listed]
     assert listed == built
     assert [r.to_json() for r in listed] == [r.to_json() for r in built]
+    assert [orjson.loads(r.json_bytes()) for r in listed] == [r.to_json() for r in built]
     return {r.id: r for r in listed}
 
 
