@@ -103,10 +103,15 @@ def _options(func: Any) -> Any:
 
 
 def _show(ctx: click.Context, data: Any, text: Any) -> None:
+    """``data`` with ``--output json``, else ``text``: a renderable, or a function making one.
+
+    A function is called for text output only: parsing a page of 1,000 records back into
+    ``IncidentRecord`` values to draw the table took longer than the request (issue 19).
+    """
     if ctx.find_object(dict).get("output") == "json":  # type: ignore[union-attr]
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        Console().print(text)
+        Console().print(text() if callable(text) else text)
 
 
 def _prompt_code(approver: str) -> str:
@@ -130,7 +135,7 @@ def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int)
     """List incidents, newest first."""
     params = [f"limit={limit}"] + ([f"state={state}"] if state else []) + (["open=true"] if open_only else [])
     data = _api(ctx).call("GET", "/api/v1/incidents?" + "&".join(params))
-    _show(ctx, data, render_list([IncidentRecord.from_json(d) for d in data["incidents"]]))
+    _show(ctx, data, lambda: render_list([IncidentRecord.from_json(d) for d in data["incidents"]]))
 
 
 @incidents.command("show")
@@ -140,7 +145,7 @@ def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int)
 def show_cmd(ctx: click.Context, incident_id: str) -> None:
     """Show one incident's decision record as a timeline."""
     data = _api(ctx).call("GET", f"/api/v1/incidents/{incident_id}")
-    _show(ctx, data, render_timeline(IncidentRecord.from_json(data)))
+    _show(ctx, data, lambda: render_timeline(IncidentRecord.from_json(data)))
 
 
 @click.command()
