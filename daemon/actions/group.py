@@ -213,9 +213,11 @@ class GroupRun:
                 work.key, work.target, sts, bad_revision=bad, restored_revision=restored,
                 previous=work.forced, after_s=self.forced_after_s,
             )  # fmt: skip
-        except (KubeApiError, KubeUnavailableError) as exc:
+        except KubeUnavailableError as exc:
             log.warning("rollback.forced_unreadable", target=str(work.target), reason=exc.reason, error=str(exc))
-            return False  # the pods could not be read: asked again at the next poll
+            return False  # the pods could not be read now: asked again at the next poll
+        except KubeApiError as exc:  # refused (no RBAC for pods): said once, on the outcome
+            note = f"forced rollback failed: could not read the StatefulSet's pods: {exc}"
         if note:
             work.notes.append(note)
             await self._step(work, "forced")

@@ -9,7 +9,11 @@ once (``tests/fixtures/rules/forced-rollback.yaml``); the undo restores the temp
 - with the rule's ``forced_rollback`` (3 s), rollbackd deletes exactly that pod (its UID), the
   controller recreates it on the restored revision, it becomes Ready, and the incident's record,
   the intent and the metric show the deletion;
-- without it, no pod is deleted: the rollout times out and the record names the stuck pod.
+- without it, no pod is deleted: the rollout times out and the record names the stuck pod;
+- under rollbackd's ServiceAccount with the base RBAC only, the forced step is refused (no
+  access to pods) and says so; with ``deploy/components/forced-rollback`` it deletes the pod;
+- a deletion a crash left open in the intent is finished for its UID only: a pod recreated since
+  is not deleted (the API server's UID precondition), and no second pod is chosen.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +34,21 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from daemon.actions.client import api_client_for_token, build_api_client
+from daemon.actions.executor import RollbackExecutor
+from daemon.actions.intents import IntentStore
 from daemon.app import Daemon
 from daemon.clock import SystemClock
-from daemon.config import load_settings
+from daemon.config import KubernetesSettings, load_settings
 from daemon.metrics import REGISTRY
+from daemon.model import RollbackRequest, Target, TargetOutcome, TargetResult
 from daemon.store.db import Store
 from daemon.store.tables import RollbackIntentRow
+from daemon.target import WorkloadKind
 from tests.e2e.test_alert_to_rollback import INGEST_TOKEN, READ_TOKEN
 from tests.fixtures import rules_file
+from tests.integration.test_actions_executor import rbac_for
+from tests.stack.base import REPO
 from tests.stack.kube import HOLD_NOT_READY, KubeCluster
 from tests.waiting import until
 from tests.webhooks import firing_alert, webhook_bodies
@@ -214,3 +226,93 @@ async def test_without_the_permission_no_pod_is_deleted_and_the_stuck_pod_is_rep
     assert "forced rollback is not allowed" in action["detail"]
     assert await _intent_forced(store_url) is None
     assert _deleted() == before
+
+
+def _component_rbac(namespace: str, suffix: str) -> str:
+    """deploy/components/forced-rollback's RBAC, bound to the ServiceAccount in ``namespace``."""
+    text = (REPO / "deploy" / "components" / "forced-rollback" / "rbac.yaml").read_text()
+    text = text.replace("namespace: rollbackd", f"namespace: {namespace}")
+    return text.replace("name: rollbackd-forced-rollback", f"name: rollbackd-forced-rollback-{suffix}")
+
+
+async def test_the_service_account_needs_the_component_to_delete_the_pod(
+    kube: KubeCluster, namespace: str, store: Store
+) -> None:
+    stuck_uid, _ = await asyncio.to_thread(_stuck_on_bad_revision, kube, namespace)
+    kube.kubectl("apply", "-f", "-", stdin=rbac_for(namespace, namespace))
+    try:
+        token = kube.kubectl("create", "token", "rollbackd", "-n", namespace).stdout.strip()
+        api = api_client_for_token(kube.server, token, kube.pki / "ca.crt")
+        settings = KubernetesSettings(kubeconfig=kube.kubeconfig, rollout_timeout_s=8)
+        req = RollbackRequest(
+            incident_id="forced-sa", targets=(Target(namespace, "web", WorkloadKind.STATEFULSET),),
+            reason="test", forced_rollback_after_s=2,
+        )  # fmt: skip
+        try:
+            executor = RollbackExecutor(api, store, SystemClock(), settings)
+            [refused] = (await executor.execute(req)).targets
+            assert refused.result is TargetResult.TIMED_OUT, refused
+            assert "forced rollback failed: could not read the StatefulSet's pods" in refused.detail, refused
+            assert "forbidden" in refused.detail
+            assert _pods(kube, namespace)["web-2"]["metadata"]["uid"] == stuck_uid
+
+            kube.kubectl("apply", "-f", "-", stdin=_component_rbac(namespace, namespace))
+            # The same intent again: its undo is applied already, so only the wait and the forced step run.
+            settings = KubernetesSettings(kubeconfig=kube.kubeconfig, rollout_timeout_s=30)
+            [forced] = (await RollbackExecutor(api, store, SystemClock(), settings).execute(req)).targets
+        finally:
+            await api.close()
+        assert forced.result is TargetResult.ALREADY_DONE, forced
+        assert f"forced rollback: deleted pod web-2 (uid {stuck_uid})" in forced.detail, forced
+        pods = _pods(kube, namespace)
+        assert pods["web-2"]["metadata"]["uid"] != stuck_uid
+        assert all(_ready(p) for p in pods.values())
+    finally:
+        names = (f"rollbackd-{namespace}", f"rollbackd-forced-rollback-{namespace}")
+        kube.kubectl("delete", "clusterrole,clusterrolebinding", *names, check=False)
+
+
+async def test_a_deletion_a_crash_left_open_is_finished_for_its_uid_only(
+    kube: KubeCluster, namespace: str, store: Store
+) -> None:
+    """The intent says ``deleting`` (a crash after it was written): the retry deletes that UID, never another pod."""
+    stuck_uid, bad = await asyncio.to_thread(_stuck_on_bad_revision, kube, namespace)
+    api = await build_api_client(KubernetesSettings(kubeconfig=kube.kubeconfig))
+    target = Target(namespace, "web", WorkloadKind.STATEFULSET)
+    req = RollbackRequest(incident_id="forced-crash", targets=(target,), reason="test")
+    key = req.idempotency_key(target)
+    intents = IntentStore(store)
+
+    async def run(forced_after_s: float | None, timeout_s: float) -> TargetOutcome:
+        settings = KubernetesSettings(kubeconfig=kube.kubeconfig, rollout_timeout_s=timeout_s)
+        executor = RollbackExecutor(api, store, SystemClock(), settings)
+        [outcome] = (await executor.execute(replace(req, forced_rollback_after_s=forced_after_s))).targets
+        return outcome
+
+    def left_open(uid: str) -> dict[str, Any]:
+        return {"pod": "web-2", "uid": uid, "revision": bad, "after_s": 1.0, "state": "deleting"}
+
+    try:
+        assert (await run(None, 4)).result is TargetResult.TIMED_OUT  # the undo is applied, the pod stuck
+        # A deletion of a pod that was recreated since: the UID precondition refuses it, and no other is chosen.
+        await intents.note(key, SystemClock().now(), forced=left_open("uid-of-a-pod-long-gone"))
+        outcome = await run(1.0, 5)
+        assert "forced rollback: found already replaced pod web-2 (uid uid-of-a-pod-long-gone)" in outcome.detail
+        assert _pods(kube, namespace)["web-2"]["metadata"]["uid"] == stuck_uid
+        # The stuck pod's own deletion left open: finished, once.
+        await intents.note(key, SystemClock().now(), forced=left_open(stuck_uid))
+        outcome = await run(1.0, 30)
+        assert outcome.result is TargetResult.ALREADY_DONE, outcome
+        assert f"forced rollback: deleted pod web-2 (uid {stuck_uid})" in outcome.detail
+        record = await intents.get(key)
+        assert record is not None
+        assert (record.detail["forced"]["uid"], record.detail["forced"]["state"]) == (stuck_uid, "deleted")
+        # Settled: running the intent again deletes nothing more.
+        again = await run(1.0, 10)
+        assert again.result is TargetResult.ALREADY_DONE, again
+        assert "forced rollback" not in again.detail  # the rollout is done before the wait is over
+    finally:
+        await api.close()
+    pods = _pods(kube, namespace)
+    assert pods["web-2"]["metadata"]["uid"] != stuck_uid
+    assert all(_ready(p) for p in pods.values())
