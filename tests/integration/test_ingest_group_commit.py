@@ -110,6 +110,10 @@ class Hold:
         pytest.fail("the inbox write never waited on the held table")
 
 
+async def release(hold: Hold, _answers: object) -> None:
+    await hold.release()
+
+
 @asynccontextmanager
 async def receiver(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     clock = SystemClock()
@@ -125,9 +129,13 @@ def post(client: httpx.AsyncClient, payload: bytes) -> Awaitable[httpx.Response]
 
 
 async def behind_a_held_write(
-    store: Store, client: httpx.AsyncClient, bodies: list[bytes], *, then: Callable[[Hold], Awaitable[Any]]
+    store: Store,
+    client: httpx.AsyncClient,
+    bodies: list[bytes],
+    *,
+    then: Callable[[Hold, list[asyncio.Future[httpx.Response]]], Awaitable[Any]],
 ) -> tuple[httpx.Response, list[httpx.Response]]:
-    """A first request whose write waits on a hold, ``bodies`` sent while it waits; ``then(hold)`` decides."""
+    """A first request whose write waits on a hold, ``bodies`` sent while it waits; ``then(hold, answers)`` decides."""
     hold = Hold(store)
     await hold.take()
     try:
@@ -136,7 +144,7 @@ async def behind_a_held_write(
         queued = [asyncio.ensure_future(post(client, b)) for b in bodies]
         await asyncio.sleep(0.3)  # all of them have reached the inbox and wait for the next group
         assert not any(f.done() for f in [first, *queued]), "answered before the held write finished"
-        await then(hold)
+        await then(hold, [first, *queued])
         return await first, list(await asyncio.gather(*queued))
     finally:
         await hold.release()
@@ -146,7 +154,7 @@ async def test_requests_queued_behind_a_write_are_committed_together_each_with_i
     run = uuid.uuid4().hex[:8]
     bodies = [body(alerts(run, 10 * i, 10)) for i in range(8)]
     async with receiver(store) as client:
-        first, answers = await behind_a_held_write(store, client, bodies, then=Hold.release)
+        first, answers = await behind_a_held_write(store, client, bodies, then=release)
         # Each request's own count, though they shared a transaction; a redelivery of all is all duplicates.
         assert first.status_code == 200
         assert [(a.status_code, a.json()) for a in answers] == [(200, {"accepted": 10, "duplicates": 0})] * 8
@@ -162,7 +170,7 @@ async def test_two_concurrent_requests_with_the_same_alert_make_one_row(store: S
     same = alerts(uuid.uuid4().hex[:8], 0, 1)
     async with receiver(store) as client:
         # Held, so both land in one group; then again unheld, racing each other.
-        _, grouped = await behind_a_held_write(store, client, [body(same), body(same)], then=Hold.release)
+        _, grouped = await behind_a_held_write(store, client, [body(same), body(same)], then=release)
         racing_alert = alerts(uuid.uuid4().hex[:8], 0, 1)
         racing = await asyncio.gather(post(client, body(racing_alert)), post(client, body(racing_alert)))
     for pair in (grouped, racing):
@@ -178,19 +186,19 @@ async def test_a_store_failure_during_a_group_commit_answers_every_waiting_reque
     before = [body(alerts(run, 100 + 10 * i, 10)) for i in range(4)]
     failing = [body(alerts(run, 10 * i, 10)) for i in range(6)]
 
-    async def fail_twice(hold: Hold) -> None:
-        # The first request's write fails; then the group of the six queued behind it.
-        started = time.monotonic()
-        await hold.break_waiting()
-        await hold.until_write_waits()
-        await hold.break_waiting()
-        if store.is_sqlite:  # the busy timeout (5 s) runs out twice, with the write lock still held
-            await asyncio.sleep(max(0.0, 11.0 - (time.monotonic() - started)))
+    async def fail_until_answered(hold: Hold, answers: list[asyncio.Future[httpx.Response]]) -> None:
+        # The first request's write fails; then the group of the six queued behind it. SQLite's
+        # busy timeout (5 s) runs out twice while the write lock is held; PostgreSQL's waiting
+        # backend is terminated each time.
+        deadline = time.monotonic() + 30
+        while not all(a.done() for a in answers) and time.monotonic() < deadline:
+            await hold.break_waiting()
+            await asyncio.sleep(0.05)
 
     async with receiver(store) as client:
         answered = await asyncio.gather(*(post(client, b) for b in before))
         assert [a.status_code for a in answered] == [200] * 4
-        first, answers = await behind_a_held_write(store, client, failing, then=fail_twice)
+        first, answers = await behind_a_held_write(store, client, failing, then=fail_until_answered)
         assert [a.status_code for a in [first, *answers]] == [503] * 7
         assert all(a.headers.get("Retry-After") for a in [first, *answers])
         assert {a.json()["detail"]["reason"] for a in answers} == {"store"}
