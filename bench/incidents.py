@@ -8,7 +8,9 @@ firing alerts, each naming a different Deployment, are posted in webhooks of
 incidents opened per second. Then the open incidents are read the two ways a
 responder does:
 - ``GET /api/v1/incidents?open=true&limit=1000`` (and ``limit=50``), p50/p95
-  over ``--reads`` requests on one keep-alive client;
+  over ``--reads`` requests on one keep-alive client, after the first such
+  read (reported alone: it builds every record, later reads of unchanged
+  incidents reuse them);
 - ``rollbackd incidents list --open --limit 1000 --output json`` as a command,
   whose time includes the interpreter's start; ``--version`` of the same
   command is its baseline in the same run (start-up alone).
@@ -162,7 +164,10 @@ def run(n: int, reads: int, cli_runs: int, store: str, workdir: Path) -> dict[st
         with httpx.Client(timeout=120) as client:
             took = open_incidents(client, daemon, counter(daemon, pg), n, timeout=max(600.0, n / 5))
             base = f"{daemon.url}/api/v1/incidents?open=true"
-            timed_get(client, f"{base}&limit=1000", 2)  # warm-up
+            # The first read builds every record (the reader's memo holds none yet); later reads of the
+            # unchanged incidents are served from it.
+            first = timed_get(client, f"{base}&limit=1000", 1)
+            timed_get(client, f"{base}&limit=1000", 1)  # warm-up
             big = timed_get(client, f"{base}&limit=1000", reads)
             small = timed_get(client, f"{base}&limit=50", reads)
             listed = open_count(client, daemon.url)
@@ -182,6 +187,7 @@ def run(n: int, reads: int, cli_runs: int, store: str, workdir: Path) -> dict[st
         "open_seconds": round(took, 2),
         "target_opened_per_s": 1000,
         "listed_open": listed,
+        "get_limit_1000_first_ms": round(first[0], 1),
         "get_limit_1000_ms": {"p50": round(median(big), 1), "p95": round(p95(big), 1), "reads": reads},
         "get_limit_50_ms": {"p50": round(median(small), 1), "p95": round(p95(small), 1), "reads": reads},
         "cli_list_1000_ms": {**summary(cli), "p95": round(p95(cli), 1)},
