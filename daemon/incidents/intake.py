@@ -25,7 +25,7 @@ from daemon.incidents.machine import MANUAL_RULE, Ignored, Incident, State, Vote
 from daemon.incidents.publish import Publications
 from daemon.incidents.read import build_record
 from daemon.incidents.record import IncidentRecord
-from daemon.incidents.write import ATTEMPTS, SUPERSEDED, Step, Writer
+from daemon.incidents.write import ATTEMPTS, SUPERSEDED, NewIncident, Step, Writer
 from daemon.logs import get_logger
 from daemon.model import ActionKind, Alert, ApprovalRequirement, Decision, Severity, Target
 from daemon.store.db import Store
@@ -196,9 +196,10 @@ class Intake:
 
         with bound_contextvars(incident_id=incident_id):
             try:
-                opened = await self._writer.create(
-                    steps, rows=rows, unless_open=decision.group_key if join_group else None
-                )
+                if join_group:  # the pipeline's openings, many at once in a storm: they share transactions
+                    opened = await self._writer.open_or_join(NewIncident(steps, rows, decision.group_key))
+                else:
+                    opened = await self._writer.create(steps, rows=rows)
             except ConstraintError as exc:
                 if exc.constraint != OPEN_GROUP_INDEX:
                     raise

@@ -57,6 +57,14 @@ async def find_open(session: AsyncSession, group_key: str) -> str | None:
     return (await session.scalars(stmt)).first()
 
 
+async def find_open_many(session: AsyncSession, group_keys: Sequence[str]) -> dict[str, str]:
+    """The open incident of each of ``group_keys`` that has one, in one query (a batch of openings)."""
+    stmt = select(IncidentRow.group_key, IncidentRow.id).where(
+        IncidentRow.group_key.in_(sorted(set(group_keys))), IncidentRow.open.is_(True)
+    )
+    return {str(key): str(incident_id) for key, incident_id in (await session.execute(stmt)).all()}
+
+
 def _followed(inc: Incident) -> dict[str, Any]:
     """The row's columns that follow the machine value on every save."""
     return {
@@ -67,13 +75,18 @@ def _followed(inc: Incident) -> dict[str, Any]:
 
 async def insert(session: AsyncSession, inc: Incident) -> None:
     """A new incident at version 1 (flushed, so its alerts, verdicts and timers can refer to it)."""
+    add_incident(session, inc)
+    await session.flush()
+
+
+def add_incident(session: AsyncSession, inc: Incident) -> None:
+    """A new incident at version 1, written at the next flush (a batch of them in one INSERT)."""
     d = inc.decision
     row = IncidentRow(
         id=inc.id, group_key=d.group_key, rule=d.rule, severity=d.severity.value, created_at=inc.opened_at,
         version=1, **_followed(inc),
     )  # fmt: skip
     session.add(row)
-    await session.flush()
 
 
 async def save(session: AsyncSession, inc: Incident, version: int) -> None:

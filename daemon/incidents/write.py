@@ -26,13 +26,15 @@ from daemon.incidents import events as ev
 from daemon.incidents import repo
 from daemon.incidents.errors import ConcurrentUpdateError, InvalidTransitionError
 from daemon.incidents.machine import Ignored, Incident, Policy, State, Transition, transition
-from daemon.incidents.read import build_record
+from daemon.incidents.read import build_record, build_records
 from daemon.incidents.record import IncidentRecord
 from daemon.metrics import APPROVAL_WAIT, TRANSITIONS
 from daemon.model import NotificationEvent
 from daemon.store.db import Store
 from daemon.store.errors import ConstraintError
+from daemon.store.group_commit import GroupCommit
 from daemon.store.outbox import enqueue_notification
+from daemon.store.tables import OPEN_GROUP_INDEX
 
 ATTEMPTS = 6
 # Between attempts after losing a race: a short random pause, doubling, so a burst of writers to one
@@ -59,6 +61,19 @@ class Applied:
 
     record: IncidentRecord
     result: Transition | Ignored
+
+
+@dataclass(frozen=True, slots=True)
+class NewIncident:
+    """An incident to open unless its group has one open: the machine's steps, and its rows (alerts)."""
+
+    steps: Sequence[Step]
+    rows: Callable[[AsyncSession], None]
+    group_key: str
+
+
+# A group of openings that met another writer's incident on ``OPEN_GROUP_INDEX``: each opens alone.
+_ALONE = "alone"
 
 
 def combined(steps: Sequence[Step]) -> Transition:
@@ -92,6 +107,8 @@ class Writer:
         # Only channels that have a notifier get outbox rows; others would wait forever.
         self._notify_channels = notify_channels
         self._on_commit = on_commit
+        # Openings of different groups at the same moment (a storm on many workloads) share one transaction.
+        self._openings: GroupCommit[NewIncident, Applied | str] = GroupCommit(self._open_group)
 
     async def apply(
         self, incident_id: str, event: ev.Event, *, extra: Extra | None = None, strict: bool = True
@@ -152,6 +169,63 @@ class Writer:
 
         return await self._commit(final.id, change)
 
+    async def open_or_join(self, new: NewIncident) -> Applied | str:
+        """``create(new.steps, rows=new.rows, unless_open=new.group_key)``, sharing a transaction with others.
+
+        Concurrent openings are written together (``store.group_commit``): one
+        lookup of their groups, one INSERT per table, one build of their records,
+        one commit. A group whose transaction broke ``OPEN_GROUP_INDEX`` (another
+        writer opened one of its groups first) is retried one incident at a time,
+        so each conflict reaches its own caller as before.
+        """
+        answer = await self._openings.submit(new)
+        if answer == _ALONE:
+            return await self.create(new.steps, rows=new.rows, unless_open=new.group_key)
+        return answer
+
+    async def _open_group(self, news: Sequence[NewIncident]) -> list[Applied | str]:
+        """One transaction for ``news``: each opens its group's incident, or answers the one open already."""
+        prepared = [self.with_start(list(n.steps)) for n in news]
+
+        async def change(s: AsyncSession) -> list[Applied | str]:
+            open_ids = await repo.find_open_many(s, [n.group_key for n in news])
+            answers: list[Applied | str] = []
+            opened: list[int] = []
+            # In group-key order: two replicas inserting overlapping groups wait for each other, never in a cycle.
+            for i in sorted(range(len(news)), key=lambda i: news[i].group_key):
+                if news[i].group_key not in open_ids:
+                    final = prepared[i][-1][1].incident
+                    open_ids[news[i].group_key] = final.id  # a later opening of the same group joins this one
+                    repo.add_incident(s, final)
+                    opened.append(i)
+            await s.flush()  # the incidents before the rows that refer to them
+            notes = {}
+            for i in opened:
+                news[i].rows(s)
+                notes[i] = await self._write_effects(s, prepared[i], new_incident=True)
+            await s.flush()
+            ids = [prepared[i][-1][1].incident.id for i in opened]
+            records = dict(zip(opened, await build_records(s, ids, with_timeline=True), strict=True))
+            for i, n in enumerate(news):
+                if i in records:
+                    await self._enqueue(s, notes[i], records[i])
+                    answers.append(Applied(records[i], combined(prepared[i])))
+                else:
+                    answers.append(open_ids[n.group_key])
+            return answers
+
+        try:
+            async with self._store.transaction() as s:
+                answers = await change(s)
+        except ConstraintError as exc:
+            if exc.constraint != OPEN_GROUP_INDEX or len(news) == 1:
+                raise
+            return [_ALONE] * len(news)
+        for answer in answers:
+            if isinstance(answer, Applied):
+                self._on_commit(answer.result)  # after the commit, as in ``_commit``
+        return answers
+
     def with_start(self, steps: list[Step]) -> list[Step]:
         """Fold ``approved → rolling_back`` into the transaction that approved, on the leader.
 
@@ -209,6 +283,18 @@ class Writer:
         notification is exactly what this transaction commits. Without ``record``
         and without a notification, no record is built and the transition is the answer.
         """
+        notes = await self._write_effects(s, steps, new_incident=new_incident)
+        await s.flush()
+        if not record and not notes:
+            return combined(steps)
+        built = await build_record(s, steps[-1][1].incident.id)
+        await self._enqueue(s, notes, built)
+        return Applied(built, combined(steps))
+
+    async def _write_effects(
+        self, s: AsyncSession, steps: Sequence[Step], *, new_incident: bool
+    ) -> list[tuple[Incident, ev.Notify]]:
+        """The steps' audit entries and timers (added to ``s``, not flushed); the notifications they ask for."""
         notes: list[tuple[Incident, ev.Notify]] = []
         armed: set[ev.TimerKind] = set()  # a new incident's timers need no lookup, until one is set twice
         for before, t, event in steps:
@@ -227,17 +313,18 @@ class Writer:
                 elif isinstance(effect, ev.Notify):
                     notes.append((t.incident, effect))
             _count(before, t.incident, event)
-        await s.flush()
-        if not record and not notes:
-            return combined(steps)
-        built = await build_record(s, steps[-1][1].incident.id)
-        now, payload = self._clock.now(), built.to_json()
+        return notes
+
+    async def _enqueue(
+        self, s: AsyncSession, notes: Sequence[tuple[Incident, ev.Notify]], record: IncidentRecord
+    ) -> None:
+        """The outbox rows of ``notes``, each carrying ``record`` (what this transaction commits)."""
+        now, payload = self._clock.now(), record.to_json()
         for inc, note in notes:
             d = inc.decision
             summary = f"SHADOW (nothing is changed): {note.summary}" if d.shadow else note.summary
             n = NotificationEvent(inc.id, note.kind, d.severity, summary, payload, d.channels)
             await enqueue_notification(s, n, now, channels=self._notify_channels)
-        return Applied(built, combined(steps))
 
 
 def _audit_detail(effect: ev.Audit, event: ev.Event) -> dict[str, Any]:
