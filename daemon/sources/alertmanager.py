@@ -109,13 +109,17 @@ def to_alert(item: WebhookAlert, index: int) -> Alert:
 def parse_webhook(body: bytes | str) -> WebhookBatch:
     """Parse a raw webhook body; raise ``InputError`` naming the field for anything malformed."""
     raw = body.encode() if isinstance(body, str) else body
-    _check_version(raw)
     try:
+        # One pass decodes and validates a good body; only a refused one is read again, by the probe.
         message = WebhookMessage.model_validate_json(raw)
     except ValidationError as exc:
+        _check_version(raw)  # another version is refused as such, not by version 4's rules
         raise rejection(exc, what="alertmanager webhook") from None
-    if message.version != SUPPORTED_VERSION:  # the probe saw it too; kept for direct model use
-        raise InputError(f"alertmanager webhook: version: expected {SUPPORTED_VERSION!r}", reason="wrong_version")
+    if message.version != SUPPORTED_VERSION:
+        raise InputError(
+            f"alertmanager webhook: version: expected {SUPPORTED_VERSION!r}, got {message.version!r}",
+            reason="wrong_version",
+        )
     alerts = tuple(to_alert(a, i) for i, a in enumerate(message.alerts))
     return WebhookBatch(
         alerts=alerts,
