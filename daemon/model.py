@@ -344,6 +344,9 @@ class TargetOutcome:
     from_revision: int | None = None
     to_revision: int | None = None
     detail: str = ""
+    # The forced rollback of a stuck StatefulSet, said where people read the result (also in ``detail``):
+    # the pod deleted, or the stuck pod left alone for want of the permission (``actions.forced``).
+    forced: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,7 @@ class Work:
     bad_revision: str = ""  # the template hash the undo left (from the intent when ``done_before``)
     restored_revision: str = ""  # the template hash it restored
     forced: Mapping[str, Any] | None = None  # the intent's forced deletion, from an earlier run of it
+    forced_note: str = ""  # what the forced rollback did, or why the stuck pod was left (TargetOutcome.forced)
 
     def settle(self, result: TargetResult, detail: str) -> None:
         self.result, self.detail = result, detail
@@ -96,6 +97,7 @@ class Work:
             from_revision=plan.from_revision if plan else self.from_revision,
             to_revision=plan.to_revision if plan else self.to_revision,
             detail="; ".join([self.detail, *self.notes]) if self.notes else self.detail,
+            forced=self.forced_note,
         )
 
 
@@ -220,16 +222,13 @@ class GroupRun:
             note = f"forced rollback failed: could not read the StatefulSet's pods: {exc}"
         if note:
             work.notes.append(note)
+            work.forced_note = note
             await self._step(work, "forced")
         return True
 
     async def _timed_out(self, work: Work, message: str) -> str:
         """The timeout's message, and the stuck pod a forced rollback would have deleted, if any."""
-        if (
-            work.target.kind is not WorkloadKind.STATEFULSET
-            or work.forced
-            or any(n.startswith("forced rollback") for n in work.notes)
-        ):
+        if work.target.kind is not WorkloadKind.STATEFULSET or work.forced or work.forced_note:
             return message
         bad, restored = work.revisions()
         try:
@@ -237,7 +236,10 @@ class GroupRun:
             stuck = await find_stuck(self.kube, work.target, sts, bad_revision=bad, restored_revision=restored)
         except (KubeApiError, KubeUnavailableError):
             return message
-        return f"{message}; {not_allowed_hint(stuck)}" if stuck is not None else message
+        if stuck is None:
+            return message
+        work.forced_note = not_allowed_hint(stuck)
+        return f"{message}; {work.forced_note}"
 
 
 @dataclass(frozen=True, slots=True)

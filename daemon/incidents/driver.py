@@ -272,11 +272,12 @@ class Driver:
 
 
 def _describe_outcome(t: TargetOutcome) -> str:
-    """One target's result as a responder reads it: what moved from which revision to which."""
+    """One target's result as a responder reads it: what moved from which revision to which, and a forced rollback."""
     what = t.result.value.replace("_", " ")
+    forced = f"; {t.forced}" if t.forced else ""
     if t.from_revision is not None and t.to_revision is not None:
-        return f"{t.target} {what}: revision {t.from_revision} → revision {t.to_revision}"
-    return f"{t.target} {what}" + (f" ({t.detail})" if t.detail else "")
+        return f"{t.target} {what}: revision {t.from_revision} → revision {t.to_revision}{forced}"
+    return f"{t.target} {what}" + (f" ({t.detail})" if t.detail else forced)
 
 
 def _result_json(t: TargetOutcome) -> dict[str, object]:

@@ -193,8 +193,9 @@ async def test_a_stuck_pod_is_deleted_when_the_rule_allows_it(
         f"forced rollback: deleted pod web-2 (uid {stuck_uid}), not Ready on the bad revision {bad}"
         in (action["detail"])
     )
+    # The timeline, and so the notification of the step, says it in its sentence.
     finished = next(t for t in record["timeline"] if t["action"] == "rollback_finished")
-    assert stuck_uid in json.dumps(finished["detail"])
+    assert f"forced rollback: deleted pod web-2 (uid {stuck_uid})" in finished["detail"]["why"], finished
     forced = await _intent_forced(store_url)
     assert forced["uid"] == stuck_uid
     assert (forced["pod"], forced["state"], forced["revision"]) == ("web-2", "deleted", bad)
@@ -224,6 +225,8 @@ async def test_without_the_permission_no_pod_is_deleted_and_the_stuck_pod_is_rep
     assert action["result"] == "timed_out", action
     assert f"pod web-2 is not Ready on the bad revision {bad}" in action["detail"], action
     assert "forced rollback is not allowed" in action["detail"]
+    finished = next(t for t in record["timeline"] if t["action"] == "rollback_finished")
+    assert f"pod web-2 is not Ready on the bad revision {bad}" in finished["detail"]["why"], finished
     assert await _intent_forced(store_url) is None
     assert _deleted() == before
 
