@@ -28,7 +28,9 @@ mkdir -p "$out/bin"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
 log() { echo "kube: $(date +%T) $*"; }
 
-# The stages the bare kwok binary needs, relative to kustomize/stage in its module.
+# The stages the bare kwok binary needs, relative to kustomize/stage in its module. The project's own
+# stages (tests/stack/kwok/) are not cached here: tests/stack/kube.py adds them, and keeps pod-ready off
+# held pods, each time a cluster starts, so changing them needs no rebuild.
 KWOK_STAGES="node/fast/node-initialize.yaml
 node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
 pod/fast/pod-ready.yaml
