@@ -232,3 +232,21 @@ async def test_a_change_to_a_child_row_alone_shows_in_the_next_list(
     verified = (await _listed_as_built(service, store))[ids[0]]
     assert verified.verification == Verification(True, "error rate back under 1%", clock.now())
     assert (await service.list(limit=1000))[0] is verified  # built once per change, not once per read
+
+
+async def test_a_replica_lists_what_another_replica_changed(
+    make_service: Callable[..., IncidentService], store: Store, approver_secrets: Secrets, clock: FakeClock
+) -> None:
+    """Each replica keeps its own records; a change the other replica commits is in the rows, so it shows."""
+    first, second = make_service(), make_service()
+    ids = await _incidents(first, approver_secrets, clock, 5)
+    seen = {r.id: r for r in await second.list(limit=1000)}
+    await first.acknowledge(ids[0], "oncall", via="slack")
+    await first.on_decision(
+        _decision(Target("shop", "web-4"), ActionKind.NOTIFY), _alert(Target("shop", "web-4"), "c4")
+    )
+    now = {r.id: r for r in await second.list(limit=1000)}
+    assert now == {r.id: r for r in await first.list(limit=1000)} == await _listed_as_built(first, store)
+    assert now[ids[0]].acknowledged_by == "oncall" != seen[ids[0]].acknowledged_by
+    assert [a.fingerprint for a in now[ids[4]].alerts] == ["a4", "c4"]
+    assert all(now[i] is seen[i] for i in ids if i not in (ids[0], ids[4]))
