@@ -1,12 +1,19 @@
 """Deployment events from Kafka: a consumer-group consumer that commits only what is durably stored.
 
 The Kafka source of the pipeline. Each fetched batch of ``settings.deploy_topic``
-is parsed (``sources.deploy_events``) and written to the deployment history in
-ONE transaction (``DeployHistoryStore.record_batch``); only then are the batch's
-offsets committed — a crash before the commit means a redelivery, which the
-history absorbs (idempotent on the event id). One transaction and one commit per
-batch, not per message: per-message transactions capped this source near 80
-events/s on SQLite (bench/kafka.py). Deploy events never enter the alert inbox:
+(up to ``BATCH_SIZE`` records) is parsed (``sources.deploy_events``) and written
+to the deployment history in ONE transaction (``DeployHistoryStore.record_batch``);
+only then are the batch's offsets committed — a crash before the commit means a
+redelivery, which the history absorbs (idempotent on the event id). One
+transaction and one commit per batch, not per message: per-message transactions
+capped this source near 80 events/s on SQLite (bench/kafka.py).
+
+Batches are pipelined: while batch N is stored and its offsets committed (in a
+task), batch N+1 is fetched and parsed, and its transaction may run while N's
+commit is on its way to the broker. N+1's offsets are committed only after N's
+commit succeeded, so a committed offset always covers durable batches only. When
+a batch fails, every batch after it fails uncommitted too, and the consumer
+seeks back to the first record of the failed one (``_abandon``). Deploy events never enter the alert inbox:
 they have nothing to dispatch, and a burst of them must not use up the bound
 that keeps the alert webhooks answering.
 
@@ -41,7 +48,10 @@ daemon stays up.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -68,6 +78,12 @@ log = get_logger(__name__)
 ERROR_HEADER = "x-rollbackd-error"
 REASON_HEADER = "x-rollbackd-error-reason"
 MAX_BACKOFF_S = 30.0
+# Records per fetch and per store transaction. 500 (Kafka's own max.poll.records): the offset commit's
+# round trip is paid per batch, and with 100 it cost as much as storing the batch (bench/kafka.py).
+BATCH_SIZE = 500
+# Batches stored and committed while the next one is fetched and parsed: 1 overlaps the broker's commit,
+# the store's transaction and our decoding, and keeps one batch of redelivery after a crash.
+PIPELINE_DEPTH = 1
 STEP_TIMEOUT_MS = 2000  # one record's fetch while stepping through a partition with an undecodable batch
 # What a fetch raises when a batch cannot be turned into records; anything else from getmany that is
 # not a KafkaError is treated the same way (a decoder failing on corrupt data raises its own errors).
@@ -86,6 +102,34 @@ class _Retry(Exception):  # noqa: N818 - control flow inside the batch loop, nev
         self.delay = delay
 
 
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A fetched batch, decoded: the events to store, the poison to dead-letter, all records for the offsets."""
+
+    records: Sequence[ConsumerRecord[Any, Any]]
+    events: list[DeployEvent]
+    poison: list[tuple[ConsumerRecord[Any, Any], InputError]]
+
+
+def _parse(records: Sequence[ConsumerRecord[Any, Any]]) -> _Parsed:
+    events: list[DeployEvent] = []
+    poison: list[tuple[ConsumerRecord[Any, Any], InputError]] = []
+    for record in records:
+        try:
+            events.append(parse_deploy_event(record.value))
+        except InputError as exc:
+            poison.append((record, exc))
+    return _Parsed(records, events, poison)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A batch being stored and committed while the next one is fetched."""
+
+    records: Sequence[ConsumerRecord[Any, Any]]
+    task: asyncio.Task[None]
+
+
 class DeployConsumer:
     """Consumes deployment events; ``start()``/``stop()`` are idempotent; usable as ``async with``."""
 
@@ -95,7 +139,7 @@ class DeployConsumer:
         history: DeployRecorder,
         clock: Clock,
         *,
-        batch_size: int = 100,
+        batch_size: int = BATCH_SIZE,
         client_id: str = "rollbackd",
     ) -> None:
         self._settings = settings
@@ -107,6 +151,7 @@ class DeployConsumer:
         self._producer: AIOKafkaProducer | None = None
         self._supervisor = Supervisor("kafka-deploy-consumer", self._run, clock)
         self._failures = 0
+        self._inflight: deque[_InFlight] = deque()  # oldest first
         self.processed = 0  # messages committed (stored, duplicate, dead-lettered or skipped)
         self.retries = 0  # batches (or connection attempts) retried after a temporary failure
 
@@ -215,24 +260,22 @@ class DeployConsumer:
             while True:
                 await self._poll(consumer)
         finally:
+            await self._abandon(None, cancel=True)  # stopping: what is in flight stays uncommitted, redelivered
             await self._close_clients()
 
     async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        """One fetch and its batch; temporary trouble is retried with backoff, never raised."""
+        """One fetch, handed to the pipeline; temporary trouble is retried with backoff, never raised."""
         try:
             try:
-                fetched = await consumer.getmany(timeout_ms=1000, max_records=self._batch_size)
-            except KafkaError as exc:
-                if not isinstance(exc, UNDECODABLE):
-                    raise
-                await self._step_through(consumer, exc)
-                return
-            except Exception as exc:  # noqa: BLE001 - a decoder's own error on a corrupt batch
-                await self._step_through(consumer, exc)
-                return
-            records = [r for _tp, batch in fetched.items() for r in batch]
-            if records:
-                await self._batch(consumer, records)
+                records = await self._fetch(consumer)
+                if records:
+                    self._launch(consumer, _parse(records))
+                await self._settle(drain=not records)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await self._abandon(consumer, cancel=False)
+                raise
             self._failures = 0
             self._supervisor.report("running", lag=await self._lag(consumer))
         except _Retry as retry:
@@ -246,6 +289,54 @@ class DeployConsumer:
             delay = self._backoff()
             log.exception("deploy consumer failed on a batch, retrying", delay_s=delay)
             await self._clock.sleep(delay)
+
+    async def _fetch(self, consumer: AIOKafkaConsumer) -> list[ConsumerRecord[Any, Any]]:
+        """The next batch, or [] when there was an undecodable one (stepped through: stored and committed)."""
+        error: BaseException
+        try:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=self._batch_size)
+        except KafkaError as exc:
+            if not isinstance(exc, UNDECODABLE):
+                raise
+            error = exc
+        except Exception as exc:  # noqa: BLE001 - a decoder's own error on a corrupt batch
+            error = exc
+        else:
+            return [r for _tp, batch in fetched.items() for r in batch]
+        await self._settle(drain=True)  # stepping through commits offsets itself: the batches before it first
+        await self._step_through(consumer, error)
+        return []
+
+    def _launch(self, consumer: AIOKafkaConsumer, batch: _Parsed) -> None:
+        """Start storing ``batch`` while the next one is fetched; its commit waits for the batch before it."""
+        before = self._inflight[-1].task if self._inflight else None
+        task = asyncio.create_task(self._write(consumer, batch, before), name="kafka-deploy-batch")
+        self._inflight.append(_InFlight(batch.records, task))
+
+    async def _settle(self, *, drain: bool) -> None:
+        """Wait for the oldest batches until at most ``PIPELINE_DEPTH`` are in flight (none when ``drain``).
+
+        A batch's error is raised here, the batch still in flight: ``_abandon`` then seeks back to it.
+        """
+        keep = 0 if drain else PIPELINE_DEPTH
+        while self._inflight and (len(self._inflight) > keep or self._inflight[0].task.done()):
+            await self._inflight[0].task
+            self._inflight.popleft()
+
+    async def _abandon(self, consumer: AIOKafkaConsumer | None, *, cancel: bool) -> None:
+        """After a failure (or to stop): end every batch in flight, then seek back to the first one not committed.
+
+        A batch after a failed one fails too (its commit waits for the failed one), so the seek goes
+        back to the failed batch and everything after it is fetched again, in order.
+        """
+        inflight, self._inflight = list(self._inflight), deque()
+        if cancel:
+            for batch in inflight:
+                batch.task.cancel()
+        await asyncio.gather(*(b.task for b in inflight), return_exceptions=True)
+        undone = [r for b in inflight if b.task.cancelled() or b.task.exception() is not None for r in b.records]
+        if consumer is not None and undone:
+            self._rewind(consumer, undone)
 
     @staticmethod
     async def _lag(consumer: AIOKafkaConsumer) -> int | None:
@@ -307,29 +398,28 @@ class DeployConsumer:
         self.processed += 1
 
     async def _batch(self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Store a fetched batch in one transaction, dead-letter its poison, then commit its offsets.
-
-        ``records`` are in partition order. On any error all of them are sought back so they are
-        fetched again, in order: offsets are committed only once every record is stored or
-        dead-lettered, and storing again what was stored is a no-op.
-        """
+        """Store and commit ``records`` now, outside the pipeline (stepping through); sought back on error."""
         try:
-            events: list[DeployEvent] = []
-            poison: list[tuple[ConsumerRecord[Any, Any], InputError]] = []
-            for record in records:
-                try:
-                    events.append(parse_deploy_event(record.value))
-                except InputError as exc:
-                    poison.append((record, exc))
-            if events:
-                await self._store(events)
-            for r, error in poison:
-                await self._dead_letter((r.topic, r.partition, r.offset), r.key, r.value, r.headers or (), error)
-            await self._commit(consumer, records)
+            await self._write(consumer, _parse(records), None)
         except BaseException:
             self._rewind(consumer, records)
             raise
-        self.processed += len(records)
+
+    async def _write(self, consumer: AIOKafkaConsumer, batch: _Parsed, before: asyncio.Task[None] | None) -> None:
+        """Store a batch in one transaction, dead-letter its poison, then commit its offsets.
+
+        The commit waits for ``before``, the batch fetched just before this one: offsets move forward
+        only over batches that are all stored (or dead-lettered). If ``before`` failed, so does this
+        one, uncommitted; storing again what was stored is a no-op.
+        """
+        if batch.events:
+            await self._store(batch.events)
+        for r, error in batch.poison:
+            await self._dead_letter((r.topic, r.partition, r.offset), r.key, r.value, r.headers or (), error)
+        if before is not None:
+            await before
+        await self._commit(consumer, batch.records)
+        self.processed += len(batch.records)
 
     async def _store(self, events: Sequence[DeployEvent]) -> None:
         try:
