@@ -13,7 +13,9 @@ sent meanwhile queue up and are written together in the next transaction.
   accepted, the other a duplicate;
 * when the store fails during a group's write, every waiting request gets 503
   with Retry-After, none of them was answered 200 before, and what was answered
-  200 before and after is in the inbox.
+  200 before and after is in the inbox;
+* a full inbox answers every request of a group 503 (``queue_full``) with
+  Retry-After and writes none of them.
 """
 
 from __future__ import annotations
@@ -115,10 +117,10 @@ async def release(hold: Hold, _answers: object) -> None:
 
 
 @asynccontextmanager
-async def receiver(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def receiver(store: Store, max_pending: int = 10000) -> AsyncIterator[httpx.AsyncClient]:
     clock = SystemClock()
     async with (
-        serve(Inbox(store, clock), clock) as server,
+        serve(Inbox(store, clock, max_pending=max_pending), clock) as server,
         httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60) as client,
     ):
         yield client
@@ -209,3 +211,15 @@ async def test_a_store_failure_during_a_group_commit_answers_every_waiting_reque
     sent = [str(a["fingerprint"]) for i in range(4) for a in alerts(run, 100 + 10 * i, 10)]
     sent += [str(a["fingerprint"]) for i in range(6) for a in alerts(run, 10 * i, 10)]
     assert sorted(stored) == sorted(sent)
+
+
+async def test_a_full_inbox_answers_every_request_of_the_group_503_and_writes_none(store: Store) -> None:
+    run = uuid.uuid4().hex[:8]
+    async with receiver(store, max_pending=20) as client:
+        filling = await asyncio.gather(*(post(client, body(alerts(run, 10 * i, 10))) for i in range(2)))
+        assert [a.status_code for a in filling] == [200, 200]
+        refused = await asyncio.gather(*(post(client, body(alerts(run, 100 + 10 * i, 10))) for i in range(4)))
+    assert [a.status_code for a in refused] == [503] * 4
+    assert all(a.headers.get("Retry-After") for a in refused)
+    assert {a.json()["detail"]["reason"] for a in refused} == {"queue_full"}
+    assert len(await inbox_fingerprints(store)) == 20
