@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from daemon.clock import Clock
+from daemon.errors import TemporaryError
 from daemon.incidents import events as ev
 from daemon.incidents import repo
 from daemon.incidents.errors import ConcurrentUpdateError, InvalidTransitionError
@@ -72,8 +73,19 @@ class NewIncident:
     group_key: str
 
 
-# A group of openings that met another writer's incident on ``OPEN_GROUP_INDEX``: each opens alone.
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One event for ``Writer.apply_unrecorded``: the incident, the event, the rows written with it."""
+
+    incident_id: str
+    event: ev.Event
+    rows: Extra | None  # ``apply``'s ``extra``
+
+
+# A group (of openings, of changes) whose shared transaction failed as a lone one may: each goes alone.
 _ALONE = "alone"
+# What makes a shared transaction give way to lone ones, each with its own retries and errors.
+_GIVE_WAY = (ConcurrentUpdateError, ConstraintError, TemporaryError)
 
 
 def combined(steps: Sequence[Step]) -> Transition:
@@ -109,6 +121,8 @@ class Writer:
         self._on_commit = on_commit
         # Openings of different groups at the same moment (a storm on many workloads) share one transaction.
         self._openings: GroupCommit[NewIncident, Applied | str] = GroupCommit(self._open_group)
+        # So do the alerts joining open incidents, one change each.
+        self._changes: GroupCommit[Change, Transition | Ignored | str] = GroupCommit(self._change_group)
 
     async def apply(
         self, incident_id: str, event: ev.Event, *, extra: Extra | None = None, strict: bool = True
@@ -125,8 +139,63 @@ class Writer:
 
         An alert joining an open incident changes nothing a notification reports,
         and the five reads of the record were half of that transaction's statements.
+        Concurrent calls share one transaction (``_change_group``); a group that fails
+        the way a lone change may (a lost race, the store away) gives way to lone ones.
         """
-        return await self._apply(incident_id, event, extra, strict=False, record=False)
+        answer = await self._changes.submit(Change(incident_id, event, extra))
+        if answer == _ALONE:
+            return await self._apply(incident_id, event, extra, strict=False, record=False)
+        assert not isinstance(answer, str)  # noqa: S101 - _ALONE is the only string answer
+        return answer
+
+    async def _change_group(self, changes: Sequence[Change]) -> list[Transition | Ignored | str]:
+        """One transaction for ``changes``: the incidents locked in one query, each saved once, one commit.
+
+        Changes of one incident apply in order to its value as the earlier ones left it;
+        a notification carries the incident's record as the transaction commits it.
+        """
+
+        async def change(s: AsyncSession) -> list[Transition | Ignored | str]:
+            loaded = await repo.load_many_for_update(s, [c.incident_id for c in changes])
+            if len(loaded) < len({c.incident_id for c in changes}):
+                raise ConcurrentUpdateError(",".join(c.incident_id for c in changes))  # each alone says which is gone
+            current = {i: inc for i, (inc, _) in loaded.items()}
+            answers: list[Transition | Ignored | str] = []
+            notes: list[tuple[Incident, ev.Notify]] = []
+            for c in changes:
+                inc = current[c.incident_id]
+                if c.rows is not None and not await c.rows(s, inc):
+                    answers.append(SUPERSEDED)
+                    continue
+                result = transition(inc, c.event, self.policy)
+                if isinstance(result, Ignored):
+                    answers.append(result)
+                    continue
+                steps = self.with_start([(inc.state, result, c.event)])
+                current[c.incident_id] = steps[-1][1].incident
+                notes += await self._write_effects(s, steps, new_incident=False)
+                answers.append(combined(steps))
+            for incident_id, inc in current.items():
+                if inc is not loaded[incident_id][0]:
+                    await repo.save(s, inc, loaded[incident_id][1])
+            await s.flush()
+            noted = sorted({inc.id for inc, _ in notes})
+            records = dict(zip(noted, await build_records(s, noted, with_timeline=True), strict=True))
+            for inc, note in notes:
+                await self._enqueue(s, [(inc, note)], records[inc.id])
+            return answers
+
+        try:
+            async with self._store.transaction() as s:
+                answers = await change(s)
+        except _GIVE_WAY:
+            if len(changes) == 1:
+                return [_ALONE]  # the lone path has the retries and the errors its callers know
+            return [_ALONE] * len(changes)
+        for answer in answers:
+            if isinstance(answer, Transition):
+                self._on_commit(answer)  # after the commit, as in ``_commit``
+        return answers
 
     async def _apply(
         self, incident_id: str, event: ev.Event, extra: Extra | None, *, strict: bool, record: bool

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from daemon.clock import FakeClock
+from daemon.incidents.events import Decided
 from daemon.incidents.service import IncidentService
 from daemon.model import Target
 from daemon.store.db import Store
@@ -49,6 +50,16 @@ def _service(store: Store, clock: FakeClock, secrets: Secrets, *, leader: bool =
 def _for(i: int, fingerprint: str) -> tuple[Any, Any]:
     target = Target("storm", f"web-{i}")
     return replace(decision(CTO_AND_DATA), targets=(target,)), replace(alert(fingerprint), target=target)
+
+
+def _count_commits(store: Store) -> Counter[str]:
+    seen: Counter[str] = Counter()
+
+    @event.listens_for(store.engine.sync_engine, "commit")
+    def count(_conn: Any) -> None:
+        seen["commits"] += 1
+
+    return seen
 
 
 def _count_inserts(store: Store, table: str) -> Counter[str]:
@@ -122,3 +133,31 @@ async def test_two_writers_opening_the_same_groups_at_once_make_one_incident_per
     facts = await _facts(store)
     assert facts["per_group"] == {1: GROUPS}, facts["per_group"]
     assert sorted(facts["alerts"].values()) == [2] * GROUPS
+
+
+async def test_alerts_joining_open_incidents_at_once_share_transactions_and_each_joins_once(
+    store: Store, approver_secrets: Secrets
+) -> None:
+    """40 open incidents, then 5 alerts for each decided at once by two writers, every alert sent to both."""
+    other_store = Store(store.url.render_as_string(hide_password=False))
+    clock = FakeClock()
+    one, two = _service(store, clock, approver_secrets), _service(other_store, clock, approver_secrets, leader=False)
+    groups = 40
+    try:
+        for i in range(groups):
+            await one.decide(*_for(i, f"first-{i}"))
+        commits = _count_commits(store)
+        alerts = [_for(i, f"fp-{i}-{k}") for k in range(5) for i in range(groups)]
+        await asyncio.gather(*(s.decide(*a) for a in alerts for s in (one, two)))
+    finally:
+        await one.close()
+        await two.close()
+        await other_store.close()
+    facts = await _facts(store)
+    assert facts["per_group"] == {1: groups}, facts["per_group"]
+    assert sorted(facts["alerts"].values()) == [6] * groups  # the first alert and five joined, each once
+    async with store.transaction() as s:
+        joined = Counter((await s.scalars(select(AuditRow.incident_id).where(AuditRow.action == Decided.name))).all())
+    assert sorted(joined.values()) == [6] * groups, joined
+    # This writer's 200 joins were written in far fewer transactions than joins.
+    assert 0 < commits["commits"] < groups * 5 // 2, commits
