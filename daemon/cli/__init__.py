@@ -2,7 +2,7 @@
 
 Each area contributes its own commands (``rules``, ``incidents``, ``ack``,
 ``approve``, ``reject``, ``rollback``, ``replay``, ``pause``, ``resume``,
-``pauses``, ``shadow``); this module registers them.
+``pauses``, ``shadow``); this module names them, and each is imported only when used.
 Exit codes: 0 success, 1 a check or command failed, 2 usage or configuration
 error, 3 the daemon or a service could not be reached.
 """
@@ -10,6 +10,7 @@ error, 3 the daemon or a service could not be reached.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
@@ -26,7 +27,35 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The commands each area contributes, as (module, attribute): imported only when named, so that
+# ``rollbackd ack`` at 3 a.m. does not first load the daemon's wiring (Kubernetes, SQLAlchemy, CEL),
+# which ``replay`` needs and which took most of a responder command's two seconds.
+_LAZY = {
+    "rules": ("daemon.cli.rules", "group"),
+    "status": ("daemon.cli.status", "status"),
+    "replay": ("daemon.cli.replay", "replay"),
+    **{name: ("daemon.cli.incidents", name) for name in ("incidents", "ack", "approve", "reject", "rollback")},
+    **{name: ("daemon.cli.automation", name) for name in ("pause", "resume", "pauses", "shadow")},
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose ``_LAZY`` commands are imported when they are run or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            module, attribute = _LAZY[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):  # pragma: no cover - a wrong entry in _LAZY
+                raise TypeError(f"{module}.{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rollbackd")
 def main() -> None:
     """rollbackd — rolls bad deployments back before people wake up."""
@@ -147,19 +176,3 @@ def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
 
     walk("", settings)
     return found
-
-
-def _register() -> None:
-    """Add the commands each area contributes (imported here, not at the top, to keep this list in one place)."""
-    from daemon.cli import automation, incidents, replay, rules, status  # noqa: PLC0415
-
-    main.add_command(rules.group)
-    main.add_command(status.status)
-    main.add_command(replay.replay)
-    for command in (incidents.incidents, incidents.ack, incidents.approve, incidents.reject, incidents.rollback):
-        main.add_command(command)
-    for command in (automation.pause, automation.resume, automation.pauses, automation.shadow):
-        main.add_command(command)
-
-
-_register()
