@@ -1,4 +1,4 @@
-"""Openings in a storm: decisions for many new groups at once share transactions, one incident per group.
+"""Openings and joins in a storm: decisions for many groups at once share transactions, one incident per group.
 
 The pipeline's call (``IncidentService.decide``) for 120 new groups at once, as
 the dispatcher makes it under a storm on many workloads, on both stores:
@@ -8,6 +8,9 @@ fewer INSERTs than incidents. Then two writers (two stores, two services: two
 replicas) decide the same new groups at the same moment; the database's
 one-open-per-group index makes the loser of each race join the winner's
 incident, so every group still has exactly one incident holding both alerts.
+Last, alerts joining open incidents, each sent to both writers at once: every
+alert joins once, and one writer's joins take far fewer transactions than
+joins.
 """
 
 from __future__ import annotations
