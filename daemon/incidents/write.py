@@ -186,7 +186,7 @@ class Writer:
             return answers
 
         try:
-            async with self._store.transaction() as s:
+            async with self._store.write_lock, self._store.transaction() as s:
                 answers = await change(s)
         except _GIVE_WAY:
             if len(changes) == 1:
@@ -284,7 +284,7 @@ class Writer:
             return answers
 
         try:
-            async with self._store.transaction() as s:
+            async with self._store.write_lock, self._store.transaction() as s:
                 answers = await change(s)
         except ConstraintError as exc:
             if exc.constraint != OPEN_GROUP_INDEX or len(news) == 1:
@@ -318,7 +318,7 @@ class Writer:
     async def _commit(self, incident_id: str, change: Callable[[AsyncSession], Awaitable[_T]]) -> _T:
         for attempt in range(ATTEMPTS):
             try:
-                async with self._store.transaction() as s:
+                async with self._store.write_lock, self._store.transaction() as s:
                     out = await change(s)
             except (ConcurrentUpdateError, ConstraintError) as exc:
                 if isinstance(exc, ConstraintError) and exc.constraint not in _RACY_CONSTRAINTS:

@@ -20,8 +20,6 @@ before a refusal: a refusal is never based on a stale number.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -163,9 +161,7 @@ class Inbox:
         self._pending_estimate: int | None = None
         self._counted_at: datetime | None = None
         self._listeners: list[Callable[[], None]] = []
-        # SQLite has one writer; a read-then-write transaction racing another writer fails with
-        # SQLITE_BUSY instead of waiting, so this process queues its own writers (claims too).
-        self.write_lock = asyncio.Lock() if store.is_sqlite else contextlib.nullcontext()
+        self.write_lock = store.write_lock  # with the incidents' writers: SQLite has one writer (store.db)
         self._group: GroupCommit[Sequence[Row], int] = GroupCommit(self._write_groups)
         column = InboxRow.__table__.c.received_at.type
         dialect = store.engine.dialect

@@ -9,6 +9,7 @@ the event loop, so start-up needs no second engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -78,6 +79,13 @@ class Store:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer; a read-then-write transaction racing another writer fails with
+        # SQLITE_BUSY instead of waiting, and writers that do wait meet in SQLite's busy handler,
+        # which sleeps. So this process queues its own busy writers (the inbox, its claims, the
+        # incidents) on one lock; PostgreSQL needs none.
+        self.write_lock: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
 
     @property
     def safe_url(self) -> str:
