@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,20 @@ def _service(store: Store, clock: FakeClock, secrets: Secrets, *, leader: bool =
     return IncidentService(
         store, clock, secrets.settings, FakeExecutor(), manual_rollback=lambda: MANUAL_QUORUM, is_leader=lambda: leader
     )
+
+
+@asynccontextmanager
+async def _two_writers(store: Store, secrets: Secrets) -> AsyncIterator[tuple[IncidentService, IncidentService]]:
+    """Two replicas' services on one database, each with its own store (engine, pool)."""
+    other_store = Store(store.url.render_as_string(hide_password=False))
+    clock = FakeClock()
+    one, two = _service(store, clock, secrets), _service(other_store, clock, secrets, leader=False)
+    try:
+        yield one, two
+    finally:
+        await one.close()
+        await two.close()
+        await other_store.close()
 
 
 def _for(i: int, fingerprint: str) -> tuple[Any, Any]:
@@ -123,16 +139,9 @@ async def test_a_storm_of_new_groups_opens_one_incident_each_in_shared_transacti
 async def test_two_writers_opening_the_same_groups_at_once_make_one_incident_per_group(
     store: Store, approver_secrets: Secrets
 ) -> None:
-    other_store = Store(store.url.render_as_string(hide_password=False))
-    clock = FakeClock()
-    one, two = _service(store, clock, approver_secrets), _service(other_store, clock, approver_secrets, leader=False)
-    try:
+    async with _two_writers(store, approver_secrets) as (one, two):
         both = ((one, "a"), (two, "b"))
         await asyncio.gather(*(s.decide(*_for(i, f"{name}-{i}")) for i in range(GROUPS) for s, name in both))
-    finally:
-        await one.close()
-        await two.close()
-        await other_store.close()
     facts = await _facts(store)
     assert facts["per_group"] == {1: GROUPS}, facts["per_group"]
     assert sorted(facts["alerts"].values()) == [2] * GROUPS
@@ -142,20 +151,13 @@ async def test_alerts_joining_open_incidents_at_once_share_transactions_and_each
     store: Store, approver_secrets: Secrets
 ) -> None:
     """40 open incidents, then 5 alerts for each decided at once by two writers, every alert sent to both."""
-    other_store = Store(store.url.render_as_string(hide_password=False))
-    clock = FakeClock()
-    one, two = _service(store, clock, approver_secrets), _service(other_store, clock, approver_secrets, leader=False)
     groups = 40
-    try:
+    async with _two_writers(store, approver_secrets) as (one, two):
         for i in range(groups):
             await one.decide(*_for(i, f"first-{i}"))
         commits = _count_commits(store)
         alerts = [_for(i, f"fp-{i}-{k}") for k in range(5) for i in range(groups)]
         await asyncio.gather(*(s.decide(*a) for a in alerts for s in (one, two)))
-    finally:
-        await one.close()
-        await two.close()
-        await other_store.close()
     facts = await _facts(store)
     assert facts["per_group"] == {1: groups}, facts["per_group"]
     assert sorted(facts["alerts"].values()) == [6] * groups  # the first alert and five joined, each once
