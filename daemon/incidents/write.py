@@ -82,8 +82,12 @@ class Change:
     rows: Extra | None  # ``apply``'s ``extra``
 
 
-# A group (of openings, of changes) whose shared transaction failed as a lone one may: each goes alone.
-_ALONE = "alone"
+class _Alone:
+    """The answer to every member of a group (of openings, of changes) whose shared transaction failed
+    as a lone one may: each goes alone. Its own type, so it cannot be taken for an incident id."""
+
+
+_ALONE = _Alone()
 # What makes a shared transaction give way to lone ones, each with its own retries and errors.
 _GIVE_WAY = (ConcurrentUpdateError, ConstraintError, TemporaryError)
 
@@ -120,9 +124,9 @@ class Writer:
         self._notify_channels = notify_channels
         self._on_commit = on_commit
         # Openings of different groups at the same moment (a storm on many workloads) share one transaction.
-        self._openings: GroupCommit[NewIncident, Applied | str] = GroupCommit(self._open_group)
+        self._openings: GroupCommit[NewIncident, Applied | str | _Alone] = GroupCommit(self._open_group)
         # So do the alerts joining open incidents, one change each.
-        self._changes: GroupCommit[Change, Transition | Ignored | str] = GroupCommit(self._change_group)
+        self._changes: GroupCommit[Change, Transition | Ignored | _Alone] = GroupCommit(self._change_group)
 
     async def apply(
         self, incident_id: str, event: ev.Event, *, extra: Extra | None = None, strict: bool = True
@@ -143,24 +147,23 @@ class Writer:
         the way a lone change may (a lost race, the store away) gives way to lone ones.
         """
         answer = await self._changes.submit(Change(incident_id, event, extra))
-        if answer == _ALONE:
+        if isinstance(answer, _Alone):
             return await self._apply(incident_id, event, extra, strict=False, record=False)
-        assert not isinstance(answer, str)  # noqa: S101 - _ALONE is the only string answer
         return answer
 
-    async def _change_group(self, changes: Sequence[Change]) -> list[Transition | Ignored | str]:
+    async def _change_group(self, changes: Sequence[Change]) -> Sequence[Transition | Ignored | _Alone]:
         """One transaction for ``changes``: the incidents locked in one query, each saved once, one commit.
 
         Changes of one incident apply in order to its value as the earlier ones left it;
         a notification carries the incident's record as the transaction commits it.
         """
 
-        async def change(s: AsyncSession) -> list[Transition | Ignored | str]:
+        async def change(s: AsyncSession) -> list[Transition | Ignored]:
             loaded = await repo.load_many_for_update(s, [c.incident_id for c in changes])
             if len(loaded) < len({c.incident_id for c in changes}):
                 raise ConcurrentUpdateError(",".join(c.incident_id for c in changes))  # each alone says which is gone
             current = {i: inc for i, (inc, _) in loaded.items()}
-            answers: list[Transition | Ignored | str] = []
+            answers: list[Transition | Ignored] = []
             notes: list[tuple[Incident, ev.Notify]] = []
             for c in changes:
                 inc = current[c.incident_id]
@@ -189,9 +192,7 @@ class Writer:
             async with self._store.write_lock, self._store.transaction() as s:
                 answers = await change(s)
         except _GIVE_WAY:
-            if len(changes) == 1:
-                return [_ALONE]  # the lone path has the retries and the errors its callers know
-            return [_ALONE] * len(changes)
+            return [_ALONE] * len(changes)  # the lone path has the retries and the errors its callers know
         for answer in answers:
             if isinstance(answer, Transition):
                 self._on_commit(answer)  # after the commit, as in ``_commit``
@@ -248,11 +249,11 @@ class Writer:
         so each conflict reaches its own caller as before.
         """
         answer = await self._openings.submit(new)
-        if answer == _ALONE:
+        if isinstance(answer, _Alone):
             return await self.create(new.steps, rows=new.rows, unless_open=new.group_key)
         return answer
 
-    async def _open_group(self, news: Sequence[NewIncident]) -> list[Applied | str]:
+    async def _open_group(self, news: Sequence[NewIncident]) -> Sequence[Applied | str | _Alone]:
         """One transaction for ``news``: each opens its group's incident, or answers the one open already."""
         prepared = [self.with_start(list(n.steps)) for n in news]
 
