@@ -57,7 +57,8 @@ def open_fds(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _token(name: str, token: str, scopes: list[str]) -> dict[str, Any]:
+def token_config(name: str, token: str, scopes: list[str]) -> dict[str, Any]:
+    """One ``http.tokens`` entry: the token by its SHA-256, as the configuration holds it."""
     return {"name": name, "sha256": hashlib.sha256(token.encode()).hexdigest(), "scopes": scopes}
 
 
@@ -88,7 +89,10 @@ class DaemonProcess:
             "http": {
                 "host": "127.0.0.1",
                 "port": self.port,
-                "tokens": [_token("bench", INGEST_TOKEN, ["ingest"]), _token("admin", ADMIN_TOKEN, ["read", "admin"])],
+                "tokens": [
+                    token_config("bench", INGEST_TOKEN, ["ingest"]),
+                    token_config("admin", ADMIN_TOKEN, ["read", "admin"]),
+                ],
             },
             "store": {"url": f"sqlite+aiosqlite:///{self.db}"},
             "rules": {"paths": [str(p) for p in self.rules], "watch": False},

@@ -13,7 +13,6 @@ the Deployment and the revisions — and prints the time from breach to Ready.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ import pytest
 from daemon.app import Daemon
 from daemon.clock import SystemClock
 from daemon.config import load_settings
+from tests.daemon_process import token_config
 from tests.fakes.slack_server import FakeSlack
 from tests.fixtures import prometheus_rules, rules_file
 from tests.metrics_util import Samples, delta, samples, value
@@ -102,9 +102,7 @@ async def test_metric_breach_rolls_back_and_tells_slack(
             "host": "127.0.0.1",
             "port": 0,
             "tokens": [
-                {"name": "alertmanager", "sha256": hashlib.sha256(INGEST_TOKEN.encode()).hexdigest(),
-                 "scopes": ["ingest"]},
-                {"name": "reader", "sha256": hashlib.sha256(READ_TOKEN.encode()).hexdigest(), "scopes": ["read"]},
+                token_config("alertmanager", INGEST_TOKEN, ["ingest"]), token_config("reader", READ_TOKEN, ["read"])
             ],
         },
         store={"url": f"sqlite+aiosqlite:///{tmp_path / 'rollbackd.sqlite'}"},

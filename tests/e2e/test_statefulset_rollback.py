@@ -10,7 +10,6 @@ breach to every pod Ready on the old revision.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 import uuid
@@ -23,6 +22,7 @@ import pytest
 from daemon.app import Daemon
 from daemon.clock import SystemClock
 from daemon.config import load_settings
+from tests.daemon_process import token_config
 from tests.e2e.test_alert_to_rollback import INGEST_TOKEN, READ_TOKEN, SLACK_TOKEN, _slack_text, slack
 from tests.fakes.slack_server import FakeSlack
 from tests.fixtures import prometheus_rules, rules_file
@@ -91,10 +91,7 @@ async def test_metric_breach_on_a_statefulset_rolls_it_back(
 
     rules = rules_file("e2e-error-rate", tmp_path / "rules", alertname=alertname)
     monkeypatch.setenv("E2E_SLACK_TOKEN", SLACK_TOKEN)
-    tokens = [
-        {"name": "alertmanager", "sha256": hashlib.sha256(INGEST_TOKEN.encode()).hexdigest(), "scopes": ["ingest"]},
-        {"name": "reader", "sha256": hashlib.sha256(READ_TOKEN.encode()).hexdigest(), "scopes": ["read"]},
-    ]
+    tokens = [token_config("alertmanager", INGEST_TOKEN, ["ingest"]), token_config("reader", READ_TOKEN, ["read"])]
     settings = load_settings(
         None,
         http={"host": "127.0.0.1", "port": 0, "tokens": tokens},

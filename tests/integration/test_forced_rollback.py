@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import json
 import random
 import time
@@ -45,6 +44,7 @@ from daemon.model import RollbackRequest, Target, TargetOutcome, TargetResult
 from daemon.store.db import Store
 from daemon.store.tables import RollbackIntentRow
 from daemon.target import WorkloadKind
+from tests.daemon_process import token_config
 from tests.e2e.test_alert_to_rollback import INGEST_TOKEN, READ_TOKEN
 from tests.fixtures import rules_file
 from tests.integration.test_actions_executor import rbac_for
@@ -136,10 +136,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path, store_backen
 
 
 def _daemon(kube: KubeCluster, store_url: str, rules: Path, rollout_timeout_s: float) -> Daemon:
-    tokens = [
-        {"name": "alertmanager", "sha256": hashlib.sha256(INGEST_TOKEN.encode()).hexdigest(), "scopes": ["ingest"]},
-        {"name": "reader", "sha256": hashlib.sha256(READ_TOKEN.encode()).hexdigest(), "scopes": ["read"]},
-    ]
+    tokens = [token_config("alertmanager", INGEST_TOKEN, ["ingest"]), token_config("reader", READ_TOKEN, ["read"])]
     settings = load_settings(
         None,
         http={"host": "127.0.0.1", "port": 0, "tokens": tokens},
