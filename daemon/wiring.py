@@ -79,6 +79,7 @@ def build_components(settings: Settings, rules: RuleRegistry, io: Io) -> Compone
     outbox = OutboxWorker(store, clock, io.notifiers)
     pauses = Pauses(store, clock, channels=[n.channel for n in io.notifiers])
     watcher = PauseWatcher(pauses)
+    pauses.changed = watcher.wake  # the replica that took the pause shows it at once, NOTIFY or not
     incidents = IncidentService(
         store, clock, list(s.approvers), executor,
         manual_rollback=lambda: rules.current.manual_rollback,

@@ -11,7 +11,8 @@ reads the active pauses from the store right before an automated rollback
 would start, so a pause committed by any replica holds on the leader from its
 commit on. ``PauseWatcher`` keeps each replica's own view (for ``/readyz``,
 ``rollbackd status`` and the ``rollbackd_automation_pauses`` gauge) at most a
-second old, and wakes at once on PostgreSQL's NOTIFY.
+second old, and wakes at once on PostgreSQL's NOTIFY (another replica's change)
+and on ``Pauses.changed`` (this replica's own, on either store).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -106,6 +107,7 @@ class Pauses:
         self._store = store
         self._clock = clock
         self._notice = AUTOMATION_SLACK in channels
+        self.changed: Callable[[], None] | None = None  # after a commit: this replica's watcher refreshes at once
 
     async def pause(self, scope: Scope, reason: str, by: str, duration: timedelta) -> Pause:
         """A new pause of ``scope`` for ``duration``, audited and announced."""
@@ -125,6 +127,8 @@ class Pauses:
             self._record(s, "automation_paused", by, pause, now)
             await notify(s, self._store, CONTROL_CHANNEL)
         log.warning("automation paused", pause=pause.id, scope=str(scope), by=by, until=pause.until.isoformat())
+        if self.changed is not None:
+            self.changed()
         return pause
 
     async def resume(self, pause_id: str | None, by: str) -> list[Pause]:
@@ -147,6 +151,8 @@ class Pauses:
                 await notify(s, self._store, CONTROL_CHANNEL)
         for p in ended:
             log.warning("automation resumed", pause=p.id, scope=str(p.scope), by=by)
+        if ended and self.changed is not None:
+            self.changed()
         return ended
 
     async def active(self, s: AsyncSession | None = None) -> list[Pause]:
