@@ -35,7 +35,7 @@ from daemon.clock import Clock, SystemClock
 from daemon.config import PagerDutySettings
 from daemon.errors import ConfigError, PermanentError, TemporaryError
 from daemon.logs import get_logger
-from daemon.model import NotificationKind, Severity
+from daemon.model import NotificationKind, Severity, TargetResult
 from daemon.notify.notice import Notice
 from daemon.notify.ratelimit import SlidingWindowLimiter
 from daemon.notify.text import clip_plain, incident_url
@@ -198,12 +198,19 @@ class PagerDutyNotifier:
         except TimeoutError:
             raise TemporaryError(f"PagerDuty {what} timed out", reason="timeout") from None
 
-    def change_body(self, n: Notice) -> dict[str, Any]:
-        """The Change Event of an applied rollback: what went back to which revision, by which rule."""
+    def change_body(self, n: Notice) -> dict[str, Any] | None:
+        """The Change Event of an applied rollback: what went back to which revision, by which rule.
+
+        None for a dry run (the daemon's, with no cluster or ``--dry-run``): it reaches verifying
+        too, but nothing changed, so PagerDuty must not show a rollback.
+        """
         r = n.record
+        applied = [a for a in r.actions if a.result != TargetResult.DRY_RUN.value]
+        if r.actions and not applied:
+            return None
         moves = [
             f"{a.target} revision {a.from_revision} → {a.to_revision}" if a.to_revision is not None else a.target
-            for a in r.actions
+            for a in applied
         ] or list(r.targets)
         summary = f"rollbackd rolled back {', '.join(moves)} (rule {r.rule or 'manual'}, incident {n.incident_id})"
         payload: dict[str, Any] = {

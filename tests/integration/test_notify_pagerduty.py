@@ -107,3 +107,22 @@ async def test_an_applied_rollback_is_a_change_event_on_the_service(
     assert change["payload"]["custom_details"]["rule"] == "checkout-error-rate"
     assert change["links"] == [{"href": "https://rollbackd.example/incidents/inc1", "text": "rollbackd incident inc1"}]
     assert [r.state for r in await outbox_rows(store)] == ["sent", "sent", "sent"]
+
+
+async def test_a_dry_run_is_no_change_event(
+    store: Store, clock: FakeClock, fake_pagerduty: FakePagerDuty, tls: TlsFiles, lifecycle: Lifecycle
+) -> None:
+    """A daemon in dry run reaches verifying with every target ``dry_run``: nothing changed, so PagerDuty hears none."""
+    notifier = pagerduty_notifier(fake_pagerduty, tls, clock)
+    worker = OutboxWorker(store, clock, [notifier])
+    dry = lifecycle.record(K.VERIFYING)
+    for action in dry["actions"]:
+        action["result"] = "dry_run"
+    await enqueue(store, clock, "inc1", K.OPENED, lifecycle.record(K.OPENED), outbox_channels=("pagerduty",))
+    await enqueue(store, clock, "inc1", K.VERIFYING, dry, outbox_channels=("pagerduty",))
+    await drain(worker, clock)
+    notifier.close()
+
+    assert [e["event_action"] for e in fake_pagerduty.events] == ["trigger"]
+    assert fake_pagerduty.changes == []
+    assert [r.state for r in await outbox_rows(store)] == ["sent", "sent"]
