@@ -230,9 +230,11 @@ class Daemon:
             pauses=c.pauses, pause_watcher=c.pause_watcher, sources=tuple(self._sources),
         )  # fmt: skip
         app = build_app(state, max_body_bytes=s.http.max_body_bytes)
+        # proxy_headers=False: the peer is the TCP peer. uvicorn would otherwise take X-Forwarded-For from any
+        # loopback client, letting it pose as a trusted proxy of the incident pages (web.trusted_proxies decides).
         config = uvicorn.Config(
             app, host=s.http.host, port=s.http.port, log_config=None, access_log=False, lifespan="off",
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=5, proxy_headers=False,
         )  # fmt: skip
         server = _Server(config)
         self._server = server

@@ -39,8 +39,10 @@ def _code_hash(name: str) -> str:
     return PasswordHasher().hash(CODES[name])  # argon2 is slow on purpose: once per test process
 
 
-def web_settings(tmp_path: Path, **groups: Any) -> Settings:
-    """Settings with the harness' tokens plus one ``responder`` token per person, and the approvers."""
+def web_settings(tmp_path: Path, rules: list[Path] | None = None, **groups: Any) -> Settings:
+    """Settings with the harness' tokens plus one ``responder`` token per person, and the approvers.
+
+    ``rules``: the rule files (default: the shipped ones, where they are)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     approvers = []
     for name, roles in ROLES.items():
@@ -50,7 +52,7 @@ def web_settings(tmp_path: Path, **groups: Any) -> Settings:
     tokens = [_token(f"{scope}-caller", token, [scope]) for scope, token in TOKENS.items()]
     tokens += [_token(name, token, ["responder"]) for name, token in WEB_TOKENS.items()]
     http = {"tokens": tokens, **groups.pop("http", {})}
-    return daemon_settings(tmp_path, SHIPPED_RULES, http=http, approvers=approvers, **groups)
+    return daemon_settings(tmp_path, rules or SHIPPED_RULES, http=http, approvers=approvers, **groups)
 
 
 def alert_webhook(

@@ -33,6 +33,7 @@ from daemon.web.identity import (
     SIGNIN_SCOPES,
     User,
     clear_session_cookie,
+    over_tls,
     session_store,
     set_session_cookie,
 )
@@ -69,7 +70,7 @@ async def signin_form(request: Request) -> Response:
 
 def _set_signin_cookie(request: Request, response: Response, secret: str) -> None:
     response.set_cookie(
-        SIGNIN_COOKIE, secret, max_age=3600, path="/signin", httponly=True, secure=request.url.scheme == "https",
+        SIGNIN_COOKIE, secret, max_age=3600, path="/signin", httponly=True, secure=over_tls(request),
         samesite="strict",
     )  # fmt: skip
 

@@ -9,7 +9,10 @@ guards every form):
 * **proxy**: when ``web.proxy_user_header`` is set and the peer's address is
   in ``web.trusted_proxies``, that header names the user and a session for
   them is made on their first request. From any other peer the header is
-  ignored (and counted): anyone could send it.
+  ignored (and counted): anyone could send it. The peer is the TCP peer
+  (uvicorn is told to read no X-Forwarded-For), so a client cannot name a
+  trusted address for itself; ``X-Forwarded-Proto: https`` from a trusted
+  proxy makes the cookies Secure.
 
 A user maps to an approver through ``web.users`` (default: the same name);
 approving still needs that approver's code.
@@ -57,6 +60,28 @@ def approver_of(state: ApiState, user: str) -> str | None:
     return name if name in state.incidents.approvers.by_name else None
 
 
+def _peer(request: Request) -> str:
+    """The address the connection comes from: uvicorn reads no X-Forwarded-For (``app``), so it is the TCP peer."""
+    return request.client.host if request.client else ""
+
+
+def from_trusted_proxy(request: Request, web: WebSettings) -> bool:
+    try:
+        address = ipaddress.ip_address(_peer(request))
+    except ValueError:
+        return False
+    return any(address in net for net in web.trusted_proxies)
+
+
+def over_tls(request: Request) -> bool:
+    """Served over TLS: https at the daemon, or a trusted proxy says it terminated TLS (X-Forwarded-Proto)."""
+    if request.url.scheme == "https":
+        return True
+    web = state_of(request).settings.web
+    forwarded = request.headers.get("x-forwarded-proto", "").strip().lower()
+    return forwarded == "https" and from_trusted_proxy(request, web)
+
+
 def proxy_user(request: Request, web: WebSettings) -> str | None:
     """The proxy header's user, only from a trusted proxy address."""
     if not web.proxy_user_header:
@@ -64,14 +89,9 @@ def proxy_user(request: Request, web: WebSettings) -> str | None:
     value = request.headers.get(web.proxy_user_header, "").strip()
     if not value:
         return None
-    peer = request.client.host if request.client else ""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        address = None
-    if address is None or not any(address in net for net in web.trusted_proxies):
+    if not from_trusted_proxy(request, web):
         INPUT_REJECTED.labels(source="web", reason="untrusted_proxy_header").inc()
-        log.warning("proxy user header ignored: peer is not a trusted proxy", peer=peer)
+        log.warning("proxy user header ignored: peer is not a trusted proxy", peer=_peer(request))
         return None
     return value[:255]
 
@@ -94,11 +114,9 @@ async def current_user(request: Request) -> User | None:
 def set_session_cookie(request: Request, response: Response, session: Session) -> None:
     response.set_cookie(
         SESSION_COOKIE, session.secret, max_age=int(state_of(request).settings.web.session_max_s),
-        path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict",
+        path="/", httponly=True, secure=over_tls(request), samesite="strict",
     )  # fmt: skip
 
 
 def clear_session_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", httponly=True, secure=request.url.scheme == "https", samesite="strict"
-    )
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, secure=over_tls(request), samesite="strict")

@@ -69,10 +69,17 @@ async def incident_list(request: Request, state: str = "", severity: str = "", n
                            message="Unknown filter value: " + ", ".join(bad))  # fmt: skip
     svc = state_of(request)
     filters = views.Filters(state, severity, namespace.strip())
-    records = views.ordered(await svc.incidents.list(state=state or None, limit=LIST_LIMIT), filters)
+    recent = await svc.incidents.list(state=state or None, limit=LIST_LIMIT)
+    cut = len(recent) >= LIST_LIMIT
+    if not state:  # open first means the open ones too, however many newer closed ones there are
+        seen = {r.id for r in recent}
+        opened = await svc.incidents.list(open_only=True, limit=LIST_LIMIT)
+        recent += [r for r in opened if r.id not in seen]
+        cut = cut or len(opened) >= LIST_LIMIT
     html = render.page(
-        request, "list.html", user=user, records=records, filters=filters, now=svc.clock.now(), views=views,
-        states=[s.value for s in State], severities=[s.value for s in Severity], pauses=await _pauses(svc),
+        request, "list.html", user=user, records=views.ordered(recent, filters), filters=filters, views=views,
+        now=svc.clock.now(), states=[s.value for s in State], severities=[s.value for s in Severity],
+        pauses=await _pauses(svc), limit=LIST_LIMIT if cut else 0,
     )  # fmt: skip
     return finish(request, html, user)
 

@@ -161,7 +161,8 @@ class RuleFacts:
 
     seed: str = ""
     description: str = ""
-    threshold: str = ""  # "error_rate > 0.05"
+    threshold: str = ""  # the alert's threshold rule: "error_rate > 0.01"
+    condition: str = ""  # the decision rule's own ``when``: "value > 0.05"
 
 
 def rule_facts(rules: RuleSet | None, name: str) -> RuleFacts:
@@ -171,8 +172,8 @@ def rule_facts(rules: RuleSet | None, name: str) -> RuleFacts:
     threshold = ""
     th = rules.threshold(rule.threshold) if rules is not None and rule.threshold else None
     if th is not None:
-        threshold = f"{th.spec.expr} {th.spec.comparator.value} {th.spec.threshold:g}"
-    return RuleFacts(rule.seed, rule.description, threshold)
+        threshold = f"{th.spec.expr.strip()} {th.spec.comparator.value} {th.spec.threshold:g}"
+    return RuleFacts(rule.seed, rule.description, threshold, rule.when.source.strip() if rule.when else "")
 
 
 def detail_text(detail: Mapping[str, object]) -> str:

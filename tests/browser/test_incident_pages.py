@@ -1,11 +1,15 @@
-"""A responder's night in a real browser: the Slack link, sign-in, the list, the page, ack, approve, reject, sign-out.
+"""A responder's night in a real browser: the Slack and PagerDuty links, sign-in, the list, the page, ack, approve,
+reject, the rules page, sign-out.
 
 Headless Chromium against a whole in-process rollbackd (``Daemon``: every
 router and middleware, uvicorn on loopback) with the Slack fake behind the
-real slack_sdk client. Alerts arrive through the real Alertmanager webhook and
-the shipped rules decide. Everything is done with the keyboard; every page
-is checked for unlabeled form fields and for Content-Security-Policy
-violations (there must be none: no inline script or style anywhere).
+real slack_sdk client and the PagerDuty fake (over TLS) behind the real
+pagerduty client. Alerts arrive through the real Alertmanager webhook and the
+shipped rules decide; the blamed deploy and the one before it are in the
+deploy history. The store is each ``--store`` (SQLite, the stack's
+PostgreSQL). Everything is done with the keyboard; every page is checked for
+unlabeled form fields, for Content-Security-Policy violations (there must be
+none: no inline script or style anywhere) and for secrets in its HTML.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,16 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from daemon.app import Daemon
+from daemon.deploys import DeployEvent, DeployKind
+from daemon.ingest.history import DeployHistoryStore
+from daemon.notify.pagerduty import dedup_key
 from tests.browser.conftest import VIEWPORT, shot
 from tests.daemon_process import free_port
-from tests.fakes.fixtures import SLACK_TOKEN, fake_slack  # noqa: F401 - the fixture
+from tests.fakes.fixtures import ROUTING_KEY, SLACK_TOKEN, fake_pagerduty, fake_slack, tls  # noqa: F401 - fixtures
+from tests.fakes.pagerduty_server import FakePagerDuty
 from tests.fakes.slack_server import FakeSlack
-from tests.harness import bearer
+from tests.fakes.tls import TlsFiles
+from tests.harness import TOKENS, bearer
 from tests.web_daemon import CODES, WEB_TOKENS, alert_webhook, web_settings
 
 pytestmark = pytest.mark.integration
@@ -42,9 +52,10 @@ UNLABELED = """() => [...document.querySelectorAll('input, select, textarea')]
 
 
 class Daemonised:
-    def __init__(self, daemon: Daemon, slack: FakeSlack) -> None:
+    def __init__(self, daemon: Daemon, slack: FakeSlack, pagerduty: FakePagerDuty) -> None:
         self.daemon = daemon
         self.slack = slack
+        self.pagerduty = pagerduty
         self.base = f"http://127.0.0.1:{daemon.port}"
 
     async def alert(self, alertname: str, **kw: Any) -> str:
@@ -73,6 +84,38 @@ class Daemonised:
             await asyncio.sleep(0.1)
         raise AssertionError(f"Slack never saw {wanted!r}: {[m.text for m in self.slack.messages.values()]}")
 
+    async def pagerduty_alert(self, incident_id: str, status: str, within_s: float = 15.0) -> str:
+        """The link PagerDuty shows for the incident, once its alert there has reached ``status``."""
+        key = dedup_key(incident_id)
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            alert = self.pagerduty.alerts.get(key)
+            if alert is not None and alert.status == status:
+                [url] = {
+                    e["client_url"] for e in self.pagerduty.events if e.get("dedup_key") == key and e.get("client_url")
+                }
+                return str(url)
+            await asyncio.sleep(0.1)
+        seen = {k: (a.status, a.history) for k, a in self.pagerduty.alerts.items()}
+        raise AssertionError(f"PagerDuty's alert {key} never became {status}: {seen}")
+
+    async def deploys(self, deployment: str) -> None:
+        """The blamed deploy 10 minutes ago and the one it replaced, in the deploy history the decision reads."""
+        history = DeployHistoryStore(self.daemon.components.store)
+        now = datetime.now(UTC)
+        for revision, version, commit, author, ago in (
+            (6, "2.4.1", "9f3c2a1", "erin", 300),
+            (7, "2.5.0", "c0ffee7", "mallory", 10),
+        ):
+            await history.record(
+                DeployEvent(
+                    event_id=f"{deployment}-{revision}", kind=DeployKind.SUCCEEDED, service=deployment,
+                    namespace="prod", deployment=deployment, at=now - timedelta(minutes=ago), revision=revision,
+                    image=f"registry.example/shop/{deployment}:{version}", version=version, commit=commit,
+                    author=author,
+                )
+            )  # fmt: skip
+
 
 _RULES = {"ServiceDown": "service-completely-down", "DataCorruptionDetected": "data-corruption-detected"}
 
@@ -81,21 +124,38 @@ _RULES = {"ServiceDown": "service-completely-down", "DataCorruptionDetected": "d
 async def stack(
     tmp_path: Path,
     fake_slack: FakeSlack,  # noqa: F811 - the fixture imported above
+    fake_pagerduty: FakePagerDuty,  # noqa: F811
+    tls: TlsFiles,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    store_backend: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Daemonised]:
+    store = {}
+    if store_backend == "postgres":
+        store["url"] = str(await request.getfixturevalue("postgres").new_database())
     monkeypatch.setenv("WEB_TEST_SLACK_TOKEN", SLACK_TOKEN)
-    port = free_port()  # fixed before start, so the public URL in every Slack message is this daemon's
+    monkeypatch.setenv("WEB_TEST_PD_KEY", ROUTING_KEY)
+    port = free_port()  # fixed before start, so the public URL in every Slack message and page is this daemon's
     settings = web_settings(
         tmp_path,
         http={"port": port, "public_url": f"http://127.0.0.1:{port}"},
         slack={"enabled": True, "token": {"env": "WEB_TEST_SLACK_TOKEN"}, "base_url": fake_slack.base_url},
-    )
+        pagerduty={
+            "enabled": True, "routing_keys": {"production-oncall": {"env": "WEB_TEST_PD_KEY"}},
+            "base_url": fake_pagerduty.base_url, "ca_file": str(tls.cert),
+        },
+        **({"store": store} if store else {}),
+    )  # fmt: skip
     async with Daemon(settings) as daemon:
-        yield Daemonised(daemon, fake_slack)
+        yield Daemonised(daemon, fake_slack, fake_pagerduty)
+
+
+# What no page may contain: every token, code and the notifiers' secrets (the session cookie is added per check).
+SECRETS = (*WEB_TOKENS.values(), *TOKENS.values(), *CODES.values(), SLACK_TOKEN, ROUTING_KEY)
 
 
 class Watch:
-    """What a page must never do: fire a dialog, change its title, break the CSP."""
+    """What a page must never do: fire a dialog, change its title, break the CSP, show a secret."""
 
     def __init__(self, page: Page) -> None:
         self.dialogs: list[str] = []
@@ -108,6 +168,10 @@ class Watch:
         assert self.dialogs == []
         assert self.csp == []
         assert "pwned" not in await page.title()
+        html = await page.content()
+        cookies = [c["value"] for c in await page.context.cookies() if c["name"].startswith("rollbackd_")]
+        leaked = [i for i, secret in enumerate((*SECRETS, *cookies)) if secret in html]
+        assert leaked == [], f"secrets #{leaked} in the HTML of {page.url}"
 
 
 async def _context(browser: Browser) -> tuple[BrowserContext, Page, Watch]:
@@ -137,6 +201,7 @@ async def sign_in_by_keyboard(page: Page, who: str) -> None:
 async def test_slack_link_sign_in_list_open_acknowledge_and_approve(
     browser: Browser, stack: Daemonised, tmp_path: Path
 ) -> None:
+    await stack.deploys("checkout")
     incident_id = await stack.alert("ServiceDown", labels={"team": XSS}, annotations={"description": XSS_ANNOTATION})
     slack_message = await stack.slack_text(incident_id)
     link = re.search(r"<(http://[^|>]+/incidents/[0-9a-f]+)\|", slack_message)
@@ -171,22 +236,38 @@ async def test_slack_link_sign_in_list_open_acknowledge_and_approve(
     await expect(page.locator("article.alert")).to_contain_text(XSS)
     await expect(page.locator("article.alert")).to_contain_text(XSS_ANNOTATION)
     await expect(page.locator("#next-h + p")).to_contain_text("proceeds automatically at")
+    deploy = page.locator("#decision-h ~ dl.facts").nth(1)
+    await expect(deploy).to_contain_text("mallory")
+    await expect(deploy).to_contain_text("registry.example/shop/checkout:2.4.1 → registry.example/shop/checkout:2.5.0")
+    await expect(deploy).to_contain_text("6 → 7; the rollback returns to 6")
     await shot(page, "incident", tmp_path)
     await watch.check(page)
 
-    await _acknowledge_then_approve(page, watch, stack, incident_id, tmp_path)
+    await _acknowledge_then_approve(page, watch, stack, incident_id, tmp_path, browser)
     await context.close()
 
 
 async def _acknowledge_then_approve(
-    page: Page, watch: Watch, stack: Daemonised, incident_id: str, tmp_path: Path
+    page: Page, watch: Watch, stack: Daemonised, incident_id: str, tmp_path: Path, browser: Browser
 ) -> None:
-    # Acknowledge: Slack hears about it through the outbox.
+    # Acknowledge: Slack and PagerDuty hear about it through the outbox.
     await tab_to(page, "button:has-text('Acknowledge')")
     await page.keyboard.press("Enter")
     await expect(page.locator(".notice")).to_contain_text("Acknowledged")
     await stack.slack_text("Acknowledged by alice")
+    pagerduty_link = await stack.pagerduty_alert(incident_id, "acknowledged")
     assert (await stack.record(incident_id))["acknowledged_by"] == "alice"
+
+    # The link in the PagerDuty alert: bob taps it, signs in, and is on the same incident's page.
+    assert pagerduty_link == f"{stack.base}/incidents/{incident_id}"
+    bob, bob_page, bob_watch = await _context(browser)
+    await bob_page.goto(pagerduty_link)
+    await sign_in_by_keyboard(bob_page, "bob")
+    await expect(bob_page).to_have_url(pagerduty_link)
+    await expect(bob_page.locator("#incident-id")).to_have_text(incident_id)
+    await expect(bob_page.locator("#next-h ~ p", has_text="Acknowledged by")).to_contain_text("alice")
+    await bob_watch.check(bob_page)
+    await bob.close()
 
     # A wrong code: the error shows, nothing changes.
     await tab_to(page, "#approve-code")
@@ -210,6 +291,17 @@ async def _acknowledge_then_approve(
     html = await page.content()
     assert CODES["alice"] not in html
     assert WEB_TOKENS["alice"] not in html
+
+
+async def _rules_page(page: Page, watch: Watch) -> None:
+    """The rules page, through the navigation by keyboard: what is loaded and the last reload."""
+    await page.keyboard.press("Tab")  # the skip link
+    await tab_to(page, "nav a[href='/rules']")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("h1")).to_have_text("Rules")
+    await expect(page.locator("#reload-h + dl")).to_contain_text("loaded")
+    await expect(page.locator("table", has_text="service-completely-down")).to_contain_text("rollback_now")
+    await watch.check(page)
 
 
 async def test_reject_after_a_partial_quorum_then_sign_out_and_be_refused(
@@ -249,9 +341,13 @@ async def test_reject_after_a_partial_quorum_then_sign_out_and_be_refused(
     record = await stack.record(incident_id)
     assert record["state"] == "rejected"
     assert [(a["approver"], a["verdict"]) for a in record["approvals"]] == [("carol", "approve"), ("dave", "reject")]
+    await stack.pagerduty_alert(incident_id, "resolved")  # the rejection closed PagerDuty's alert too
+    await stack.slack_text("dave")
     # carol's page, left open, follows the change by itself (its script polls the incident's version).
     await expect(carol_page.locator(".idline .state")).to_have_text("rejected", timeout=15_000)
     await carol.close()
+
+    await _rules_page(page, watch)
 
     # Sign out: the session ends, the page asks for sign-in again, the old cookie is refused.
     [cookie] = [c for c in await dave.cookies() if c["name"] == "rollbackd_session"]

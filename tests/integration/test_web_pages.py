@@ -1,7 +1,7 @@
 """The incident pages over loopback HTTP against a whole in-process rollbackd: sign-in, CSRF, proxy, escaping, secrecy.
 
 The daemon is built as ``rollbackd run`` builds it (``Daemon``: every router
-and middleware, uvicorn on loopback); alerts arrive through the real
+and middleware, uvicorn on loopback), on each ``--store``; alerts arrive through the real
 Alertmanager webhook and are decided by the shipped rules. The browser tests
 (``tests/browser``) drive the same pages in Chromium.
 """
@@ -9,6 +9,7 @@ Alertmanager webhook and are decided by the shipped rules. The browser tests
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.app import Daemon
 from daemon.control.pauses import Pauses
@@ -24,9 +26,10 @@ from daemon.ingest.history import DeployHistoryStore
 from daemon.metrics import REGISTRY
 from daemon.scope import Scope, ScopeKind
 from daemon.store.db import Store
+from daemon.web import pages
 from tests.api_app import app_for
 from tests.harness import TOKENS, bearer
-from tests.web_daemon import CODES, WEB_TOKENS, alert_webhook, web_settings
+from tests.web_daemon import CODES, SHIPPED_RULES, WEB_TOKENS, alert_webhook, web_settings
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +42,12 @@ async def _daemon(tmp_path: Path, **groups: Any) -> Daemon:
 
 
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
-    async with await _daemon(tmp_path) as d:
+async def daemon(tmp_path: Path, store_backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Daemon]:
+    """The daemon on SQLite, or on a new database of the stack's PostgreSQL (``--store``)."""
+    groups: dict[str, Any] = {}
+    if store_backend == "postgres":
+        groups["store"] = {"url": str(await request.getfixturevalue("postgres").new_database())}
+    async with await _daemon(tmp_path, **groups) as d:
         yield d
 
 
@@ -120,8 +127,13 @@ async def test_a_form_without_its_csrf_token_is_refused_and_changes_nothing(daem
             assert ack.status_code == 403, ack.text
             approve = await http.post(f"/incidents/{incident_id}/approve", data={**data, "code": CODES["alice"]})
             assert approve.status_code == 403
+            reject = await http.post(
+                f"/incidents/{incident_id}/reject", data={**data, "code": CODES["alice"], "reason": "no"}
+            )
+            assert reject.status_code == 403
             assert (await http.post("/signout", data=data)).status_code == 403
-        assert _rejected("csrf") - before == 6
+        assert _rejected("csrf") - before == 8
+        assert (await http.get("/incidents")).status_code == 200  # the refused sign-out ended nothing
         record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
         assert record["acknowledged_by"] is None
         assert record["approvals"] == []
@@ -147,6 +159,55 @@ async def test_wrong_code_shows_the_error_and_changes_nothing_the_right_one_move
         record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
         assert [(a["approver"], a["via"]) for a in record["approvals"]] == [("alice", "web")]
         assert record["state"] != "awaiting_approval"
+
+
+async def test_wrong_codes_lock_the_approver_out_on_the_api_s_count_and_no_code_is_shown_or_logged(
+    daemon: Daemon,
+) -> None:
+    """The pages and the API share one lockout per approver; codes appear in no page and no log line."""
+    wrong = [f"wrong-{i}-{CODES['alice'][-8:]}" for i in range(5)]
+    with capture_logs() as logs:
+        async with _client(daemon) as http:
+            incident_id = await open_incident(daemon, http)
+            await sign_in(http, "alice")
+            csrf = csrf_of((await http.get(f"/incidents/{incident_id}")).text)
+            pages = []
+            for code in wrong[:3]:
+                answer = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": code})
+                assert answer.status_code == 403
+                pages.append(answer.text)
+            api = await http.post(
+                f"/api/v1/incidents/{incident_id}/approve", json={"approver": "alice", "code": wrong[3]},
+                headers=bearer("approve"),
+            )  # fmt: skip
+            assert api.status_code == 403
+            assert api.json()["remaining_tries"] == 1  # the page's three counted: one count, not one per surface
+            last = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": wrong[4]})
+            assert "wrong approval code for alice; 0 tries left" in last.text
+            pages.append(last.text)
+            # Locked: the right code is refused too, here (423, as the API answers) and on the API.
+            locked = await http.post(f"/incidents/{incident_id}/approve", data={"csrf": csrf, "code": CODES["alice"]})
+            assert locked.status_code == 423
+            assert "approver alice is locked out until" in locked.text
+            pages.append(locked.text)
+            rejected = await http.post(
+                f"/incidents/{incident_id}/reject", data={"csrf": csrf, "code": CODES["alice"], "reason": "stop"}
+            )
+            assert rejected.status_code == 423
+            api = await http.post(
+                f"/api/v1/incidents/{incident_id}/approve", json={"approver": "alice", "code": CODES["alice"]},
+                headers=bearer("approve"),
+            )  # fmt: skip
+            assert api.status_code == 423
+            record = (await http.get(f"/api/v1/incidents/{incident_id}", headers=bearer("read"))).json()
+            assert record["state"] == "awaiting_approval"
+            assert record["approvals"] == []
+    logged = repr(logs)
+    for code in (*wrong, CODES["alice"]):
+        assert code not in logged
+        for html in pages:
+            assert code not in html
+    assert any(e.get("why") == "wrong code" for e in logs)  # the refusals were logged, without their codes
 
 
 async def test_a_responder_who_is_no_approver_can_acknowledge_but_not_approve(daemon: Daemon) -> None:
@@ -233,14 +294,17 @@ async def test_proxy_header_counts_only_from_a_trusted_proxy(tmp_path: Path) -> 
     web = {"proxy_user_header": "X-Forwarded-User", "trusted_proxies": ["10.99.0.0/16"]}
     async with await _daemon(tmp_path / "untrusted", web=web) as d, _client(d) as http:
         before = _rejected("untrusted_proxy_header")
-        spoofed = await http.get("/incidents", headers={"X-Forwarded-User": "alice"})
-        assert spoofed.status_code == 303
-        assert spoofed.headers["location"].startswith("/signin")
-        assert _rejected("untrusted_proxy_header") - before == 1
+        # Nor can the client name a trusted address for itself in X-Forwarded-For: the peer is the connection's.
+        for spoof in ({}, {"X-Forwarded-For": "10.99.0.7"}, {"X-Forwarded-For": "10.99.0.7, 10.99.0.8"}):
+            spoofed = await http.get("/incidents", headers={"X-Forwarded-User": "alice", **spoof})
+            assert spoofed.status_code == 303, spoof
+            assert spoofed.headers["location"].startswith("/signin")
+        assert _rejected("untrusted_proxy_header") - before == 3
     web = {"proxy_user_header": "X-Forwarded-User", "trusted_proxies": ["127.0.0.1"], "users": {"alice@corp": "alice"}}
     async with await _daemon(tmp_path / "trusted", web=web) as d, _client(d) as http:
         incident_id = await open_incident(d, http)
-        headers = {"X-Forwarded-User": "alice@corp"}
+        # A sidecar proxy on loopback names the browser's address in X-Forwarded-For, as oauth2-proxy does.
+        headers = {"X-Forwarded-User": "alice@corp", "X-Forwarded-For": "203.0.113.9"}
         page = await http.get(f"/incidents/{incident_id}", headers=headers)
         assert page.status_code == 200
         assert "alice@corp" in page.text
@@ -261,7 +325,7 @@ async def test_proxy_header_counts_only_from_a_trusted_proxy(tmp_path: Path) -> 
 
 
 async def test_the_session_cookie_is_secure_when_served_over_tls(tmp_path: Path) -> None:
-    """Over https (TLS at uvicorn, or a trusted proxy's X-Forwarded-Proto) the cookie is Secure too."""
+    """Over https (at the daemon, or a trusted proxy's X-Forwarded-Proto) the cookies are Secure too."""
     settings = web_settings(tmp_path)
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'tls.sqlite'}")
     await store.upgrade()
@@ -277,6 +341,28 @@ async def test_the_session_cookie_is_secure_when_served_over_tls(tmp_path: Path)
             assert "samesite=strict" in cookie
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(("trusted", "secure"), [(["127.0.0.1"], True), (["10.99.0.0/16"], False)])
+async def test_a_trusted_proxy_that_terminated_tls_makes_the_cookies_secure(
+    tmp_path: Path, trusted: list[str], secure: bool
+) -> None:
+    """``X-Forwarded-Proto: https`` counts from ``web.trusted_proxies`` only (here the peer is 127.0.0.1)."""
+    https = {"X-Forwarded-Proto": "https"}
+    async with await _daemon(tmp_path, web={"trusted_proxies": trusted}) as d, _client(d) as http:
+        form = await http.get("/signin", headers=https)
+        assert ("; secure" in form.headers["set-cookie"].lower()) is secure
+        # The browser reached the proxy over https, so the sign-in form's cookie goes back, Secure or not.
+        back = {**https, "Cookie": f"rollbackd_signin={form.cookies['rollbackd_signin']}"}
+        http.cookies.clear()
+        data = {"csrf": csrf_of(form.text), "token": WEB_TOKENS["alice"], "next": "/incidents"}
+        signed = await http.post("/signin", data=data, headers=back)
+        assert signed.status_code == 303, signed.text
+        cookie = signed.headers["set-cookie"].lower()
+        assert "rollbackd_session=" in cookie
+        assert ("; secure" in cookie) is secure
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
 
 
 async def test_unknown_incidents_and_closed_ones_answer_plainly(daemon: Daemon) -> None:
@@ -315,10 +401,15 @@ async def test_the_decision_record_shows_the_blamed_deploy_and_the_one_it_replac
         incident_id = await open_incident(daemon, http)
         await sign_in(http, "alice")
         page = (await http.get(f"/incidents/{incident_id}")).text
+        # The measured value (the annotation Prometheus fills in) against the rule's own condition.
+        rated = await open_incident(daemon, http, "ApplicationErrorRate", annotations={"value": "0.072"})
+        rate_page = (await http.get(f"/incidents/{rated}")).text
     assert "<dt>Author</dt><dd>mallory</dd>" in page
     assert "<code>a1b2c3</code> → <code>d4e5f6</code>" in page
     assert "<code>shop/checkout:1.9.0</code> → <code>shop/checkout:2.0.0</code>" in page
     assert "6 → 7; the rollback returns to 6" in page
+    assert "error-rate-above-5-percent" in rate_page
+    assert "<dt>Measured</dt><dd>value = 0.072; the rule acts when <code>value &gt; 0.05</code></dd>" in rate_page
 
 
 async def test_pauses_of_automation_show_where_they_hold(daemon: Daemon) -> None:
@@ -334,6 +425,62 @@ async def test_pauses_of_automation_show_where_they_hold(daemon: Daemon) -> None
     assert "staging rebuild" in listing
     assert "code freeze &lt;b&gt;sale&lt;/b&gt;" in page
     assert "staging rebuild" not in page  # that pause does not cover this incident's target
+
+
+async def test_the_rules_page_shows_the_files_their_counts_the_last_reload_and_its_error(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for shipped in SHIPPED_RULES:
+        shutil.copy(shipped, rules / shipped.name)
+    async with await _daemon(tmp_path, rules=[rules / p.name for p in SHIPPED_RULES]) as d, _client(d) as http:
+        await sign_in(http, "alice")
+        loaded = (await http.get("/api/v1/rules", headers=bearer("read"))).json()
+        page = (await http.get("/rules")).text
+        when = datetime.fromisoformat(loaded["last_reload_at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert f"<dt>When</dt><dd>{when}</dd>" in page
+        assert '<span class="ok">loaded</span>' in page
+        decisions = len(loaded["decisions"])
+        assert f"{loaded['rule_count']} rules: {len(loaded['thresholds'])} thresholds, {decisions} decisions." in page
+        matrix = next(f for f in loaded["files"] if f.endswith("rollback-matrix.yaml"))
+        assert f"<tr><td><code>{matrix}</code></td><td>{decisions}</td></tr>" in page
+        assert "<td>service-completely-down</td><td>P0</td><td>rollback_now</td>" in page
+
+        # A broken edit: the reload fails, the page says so with the error, and the old rules stay.
+        broken = (rules / "rollback-matrix.yaml").read_text().replace("severity: P0", "severity: <b>P9</b>", 1)
+        (rules / "rollback-matrix.yaml").write_text(broken)
+        reload = await http.post("/api/v1/rules/reload", headers=bearer("admin"))
+        assert reload.json()["ok"] is False
+        page = (await http.get("/rules")).text
+        when = datetime.fromisoformat(reload.json()["at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert f"<dt>When</dt><dd>{when}</dd>" in page
+        assert "failed: the previous rules stay in force" in page
+        error = re.search(r'<pre class="error">(.*?)</pre>', page, re.S)
+        assert error is not None
+        assert "1 error(s)" in error.group(1)
+        assert "rollback-matrix.yaml" in error.group(1)
+        assert "<b>P9</b>" not in page  # the file's text is escaped like an alert's
+        assert f"<tr><td><code>{matrix}</code></td><td>{decisions}</td></tr>" in page  # still the old set
+
+
+async def test_the_list_shows_open_incidents_however_many_newer_ones_closed(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIST_LIMIT", 2)  # the page reads the newest two: three closed ones are newer
+    async with _client(daemon) as http:
+        still_open = await open_incident(daemon, http, deployment="ledger")
+        closed = []
+        for deployment in ("cart", "search", "auth"):
+            incident_id = await open_incident(daemon, http, deployment=deployment)
+            verdict = {"approver": "alice", "code": CODES["alice"], "comment": "not this one"}
+            done = await http.post(f"/api/v1/incidents/{incident_id}/reject", json=verdict, headers=bearer("approve"))
+            assert done.status_code == 200, done.text
+            closed.append(incident_id)
+        await sign_in(http, "alice")
+        listing = (await http.get("/incidents")).text
+    rows = re.findall(r'<tr class="(open|closed)">\s*<td><a class="id" href="/incidents/([0-9a-f]+)"', listing)
+    assert rows[0] == ("open", still_open)
+    assert [r[1] for r in rows[1:]] == closed[::-1][:2]  # then the newest closed ones, newest first
+    assert "the newest 2 and up to 2 open ones" in listing
 
 
 async def test_the_pages_can_be_turned_off(tmp_path: Path) -> None:

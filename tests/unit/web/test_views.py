@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from daemon.config import WebSettings
 from daemon.incidents.record import IncidentRecord
 from daemon.model import NotificationKind, OnDeadline, Severity, Target
+from daemon.rules.registry import load_ruleset
 from daemon.web import views
 from daemon.web.access import safe_next
 from tests.fakes.records import Lifecycle, lifecycle
@@ -136,3 +138,18 @@ def test_timeline_detail_masks_secrets() -> None:
 )
 def test_after_sign_in_only_paths_of_this_site(asked: str | None, goes_to: str) -> None:
     assert safe_next(asked) == goes_to
+
+
+def test_rule_facts_give_the_alert_s_threshold_and_the_rule_s_own_condition() -> None:
+    rules = Path(__file__).resolve().parents[3] / "rules"
+    ruleset, errors, _ = load_ruleset([rules / f for f in ("thresholds.yaml", "rollback-matrix.yaml", "routing.yaml")])
+    assert errors == []
+    facts = views.rule_facts(ruleset, "error-rate-above-5-percent")
+    assert facts.seed.startswith("8.1 Error rate >5%")
+    assert facts.threshold.endswith("/ sum by (namespace, deployment) (rate(http_requests_total[5m])) > 0.01")
+    assert facts.condition == "value > 0.05"
+    down = views.rule_facts(ruleset, "service-completely-down")
+    replicas = "sum by (namespace, deployment) (kube_deployment_status_replicas_available) == 0"
+    assert (down.threshold, down.condition) == (replicas, "")
+    assert views.rule_facts(ruleset, "no-such-rule") == views.RuleFacts()
+    assert views.rule_facts(None, "service-completely-down") == views.RuleFacts()
