@@ -13,7 +13,10 @@ responder does:
   incidents reuse them);
 - ``rollbackd incidents list --open --limit 1000 --output json`` as a command,
   whose time includes the interpreter's start; ``--version`` of the same
-  command is its baseline in the same run (start-up alone).
+  command is its baseline in the same run (start-up alone);
+- the incident pages, signed in: ``GET /incidents`` (the HTML list, its
+  first render reported alone, and how many rows it has) and one incident's
+  page ``GET /incidents/{id}``, p50/p95.
 Targets: ≥ 1,000 incidents/s; p95 ≤ 200 ms.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -125,6 +129,30 @@ def timed_get(client: httpx.Client, url: str, reads: int) -> list[float]:
     return out
 
 
+def sign_in(client: httpx.Client, url: str) -> None:
+    """A session of the incident pages on ``client`` (its cookie jar), with the admin token."""
+    form = client.get(f"{url}/signin")
+    form.raise_for_status()
+    found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    if found is None:
+        raise RuntimeError("no CSRF field in the sign-in form")
+    resp = client.post(f"{url}/signin", data={"csrf": found.group(1), "token": ADMIN_TOKEN, "next": "/incidents"})
+    if resp.status_code != 303:
+        raise RuntimeError(f"sign-in: HTTP {resp.status_code}")
+
+
+def timed_page(client: httpx.Client, url: str, reads: int) -> tuple[list[float], str]:
+    out, html = [], ""
+    for _ in range(reads):
+        t = time.perf_counter()
+        resp = client.get(url)
+        out.append((time.perf_counter() - t) * 1000)
+        if resp.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {resp.status_code}")
+        html = resp.text
+    return out, html
+
+
 def timed_cli(daemon: DaemonProcess, args: list[str], runs: int, workdir: Path) -> list[float]:
     token = workdir / "admin.token"
     token.write_text(ADMIN_TOKEN)
@@ -171,6 +199,15 @@ def run(n: int, reads: int, cli_runs: int, store: str, workdir: Path) -> dict[st
             big = timed_get(client, f"{base}&limit=1000", reads)
             small = timed_get(client, f"{base}&limit=50", reads)
             listed = open_count(client, daemon.url)
+        with httpx.Client(timeout=120) as browser:
+            sign_in(browser, daemon.url)
+            [page_first], html = timed_page(browser, f"{daemon.url}/incidents", 1)
+            rows = len(re.findall(r'<tr class="open">', html))
+            first_id = re.search(r'href="/incidents/([0-9a-f]+)"', html)
+            if first_id is None:
+                raise RuntimeError("the incident list page links no incident")
+            page_list, _ = timed_page(browser, f"{daemon.url}/incidents", reads)
+            page_one, _ = timed_page(browser, f"{daemon.url}/incidents/{first_id.group(1)}", reads)
         cli = timed_cli(
             daemon, ["incidents", "list", "--open", "--limit", "1000", "--output", "json"], cli_runs, workdir
         )
@@ -191,6 +228,10 @@ def run(n: int, reads: int, cli_runs: int, store: str, workdir: Path) -> dict[st
         "get_limit_1000_ms": {"p50": round(median(big), 1), "p95": round(p95(big), 1), "reads": reads},
         "get_limit_50_ms": {"p50": round(median(small), 1), "p95": round(p95(small), 1), "reads": reads},
         "cli_list_1000_ms": {**summary(cli), "p95": round(p95(cli), 1)},
+        "page_list_rows": rows,
+        "page_list_first_ms": round(page_first, 1),
+        "page_list_ms": {"p50": round(median(page_list), 1), "p95": round(p95(page_list), 1), "reads": reads},
+        "page_incident_ms": {"p50": round(median(page_one), 1), "p95": round(p95(page_one), 1), "reads": reads},
         "cli_startup_baseline_ms": summary(startup),
         "target_p95_ms": 200,
         "met": n / took >= 1000 and p95(big) <= 200,
