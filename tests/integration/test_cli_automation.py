@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,8 @@ async def test_pause_all_is_one_command_seen_everywhere_and_resume_ends_it(
         assert "automated rollback paused for all by control-caller (db failover drill) until " in out, out
         await until("/readyz shows the pause", lambda: readyz(base)["paused"], within=1.0)
         seen_s = time.monotonic() - issued
-        assert [p["id"] for p in (await asyncio.to_thread(readyz, base))["pauses"]] == [pause_id]
+        [readyz_pause] = (await asyncio.to_thread(readyz, base))["pauses"]
+        assert readyz_pause["id"] == pause_id
         assert await asyncio.to_thread(gauge, base) == 1
 
         listed = (await cli(base, "read", "pauses")).output
@@ -80,7 +82,10 @@ async def test_pause_all_is_one_command_seen_everywhere_and_resume_ends_it(
         row = next(line for line in listed.splitlines() if pause_id in line)
         assert all(word in row for word in ("all", "active", "control-caller", "db failover drill")), row
         status = (await cli(base, "read", "status")).output
-        assert "PAUSED: automated rollback for all by control-caller (db failover drill) until " in status, status
+        ends = datetime.fromisoformat(readyz_pause["until"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+        assert f"PAUSED: automated rollback for all by control-caller (db failover drill) until {ends} [" in status, (
+            status
+        )
         assert f"[pause {pause_id}; rollbackd resume {pause_id}]" in status, status
         await until(
             "the pause is posted to Slack",
