@@ -11,8 +11,9 @@ treat it as no data too, never as healthy.
 the poller and for verification (``wiring`` hands the same instance to both):
 bearer token or basic auth, extra headers such as Mimir's ``X-Scope-OrgID``,
 and TLS with a custom CA, a client certificate and hostname checking
-(``sources.credentials``). An answer of 401 or 403, or a certificate that does not
-verify, is reported with the setting to check instead of as a bare HTTP error.
+(``sources.credentials``). An answer of 401 or 403, a certificate that does not
+verify, or a server that refuses our client certificate (or its absence) is
+reported with the setting to check instead of as a bare HTTP error.
 """
 
 from __future__ import annotations
@@ -182,6 +183,12 @@ def _failure(exc: Exception) -> TemporaryError:
             f"prometheus refused the query ({text}): check prometheus.basic_auth, prometheus.bearer_token "
             "and prometheus.headers",
             reason="unauthorized",
+        )
+    if any(alert in full.lower() for alert in ("alert bad certificate", "certificate required", "alert unknown ca")):
+        return TemporaryError(
+            f"prometheus refused our TLS client certificate ({text}): it wants one it trusts, check "
+            "prometheus.tls.cert_file and key_file",
+            reason="tls",
         )
     if "CERTIFICATE_VERIFY_FAILED" in full or "certificate verify failed" in full:
         return TemporaryError(

@@ -17,8 +17,9 @@ fresh notification uses an alert name of its own.
 
 ``SecuredPrometheus`` is a second Prometheus behind ``--web.config.file``:
 HTTPS with a certificate from a CA made for it, and basic auth on every
-endpoint, for the clients' TLS and credentials; the stack's own requests to
-it (readiness, reload, queries) carry the same.
+endpoint, for the clients' TLS and credentials; ``requiring_client_certificates``
+makes it demand a client certificate too (mutual TLS). The stack's own requests
+to it (readiness, reload, queries) carry the same credentials.
 
 Binaries: ``scripts/stack/install-debian.sh`` installs them.
 """
@@ -26,6 +27,7 @@ Binaries: ``scripts/stack/install-debian.sh`` installs them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import json
 import secrets
@@ -36,7 +38,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from tests.fakes.tls import TestCa
+from tests.fakes.tls import TestCa, TlsFiles
 from tests.stack.base import Proc, StackError, free_port, http_ok, log_tail
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -353,8 +355,11 @@ class SecuredPrometheus(Prometheus):
         self.username = username
         self.password = "prom-" + secrets.token_hex(12)
         self.tls = ca.issue(self.workdir / "tls", "prometheus")
+        self.client_cert = ca.issue(self.workdir / "tls", "rollbackd-client", sans="DNS:rollbackd-client", client=True)
+        self.client_certificates_required = False
         self.web_config = self.workdir / "web.yml"
         context = ssl.create_default_context(cafile=str(ca.cert))
+        context.load_cert_chain(str(self.client_cert.cert), str(self.client_cert.key))  # sent only when asked
         token = base64.b64encode(f"{username}:{self.password}".encode()).decode()
         self.access = Access(context, {"Authorization": f"Basic {token}"})
 
@@ -371,14 +376,29 @@ class SecuredPrometheus(Prometheus):
 
     def write_config(self) -> None:
         super().write_config()
+        self._write_web_config()
+
+    def _write_web_config(self) -> None:
         hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=10)).decode()
-        _dump(
-            self.web_config,
-            {
-                "tls_server_config": {"cert_file": str(self.tls.cert), "key_file": str(self.tls.key)},
-                "basic_auth_users": {self.username: hashed},
-            },
-        )
+        tls: dict[str, Any] = {"cert_file": str(self.tls.cert), "key_file": str(self.tls.key)}
+        if self.client_certificates_required:
+            tls |= {"client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(self.ca.cert)}
+        _dump(self.web_config, {"tls_server_config": tls, "basic_auth_users": {self.username: hashed}})
+
+    @contextlib.contextmanager
+    def requiring_client_certificates(self) -> Iterator[TlsFiles]:
+        """Mutual TLS while inside: a client certificate signed by ``ca`` is required (yields one).
+
+        Prometheus reads its web config at every TLS handshake, so this takes effect at the
+        next connection, without a restart; the config is restored on the way out.
+        """
+        self.client_certificates_required = True
+        self._write_web_config()
+        try:
+            yield self.client_cert
+        finally:
+            self.client_certificates_required = False
+            self._write_web_config()
 
 
 @dataclass(frozen=True)
