@@ -2,8 +2,9 @@
 
 The matrix is produced by the official Java client (``tests/stack/java``), as a
 CI pipeline on the JVM publishes: one batch per codec (none, gzip, snappy, lz4,
-zstd), then one uncompressed event. ``DeployConsumer`` stores all of them and
-the shipped rules correlate an alert on each deployment with its deploy.
+zstd), then one uncompressed event; the broker's own ``DumpLogSegments`` shows
+each batch stored in its codec. ``DeployConsumer`` stores all of them and the
+shipped rules correlate an alert on each deployment with its deploy.
 
 An undecodable batch (the codec library missing, simulated by taking cramjam
 away from aiokafka's codec module, which is how aiokafka decides whether it
@@ -110,6 +111,8 @@ async def test_every_codec_of_the_java_client_is_stored_and_correlated(kafka: Ka
     events.append(("none", "checkout-after", _event("java-after", "checkout-after", at)))
     sent = java_producer.send(kafka, cfg.deploy_topic, events)
     assert [codec for codec, _, _ in sent] == [*java_producer.CODECS, "none"]
+    # each event is a batch of its own, stored compressed as the Java client compressed it
+    assert kafka.batch_codecs(cfg.deploy_topic) == [(offset, offset, codec) for codec, _, offset in sent]
     history = DeployHistoryStore(store)
     async with DeployConsumer(cfg, history, SystemClock()) as consumer:
         await wait_processed(consumer, len(events))

@@ -1,9 +1,10 @@
 """``python -m tests.stack up|down|status``: the test stack for a person, outside pytest.
 
 ``up`` starts Kafka, the Kubernetes control plane with its KWOK node,
-Prometheus, Alertmanager and PostgreSQL under ``.stack/`` on free loopback
-ports, detached, and prints how to reach each; ``down`` stops them all;
-``status`` prints what ``up`` recorded. Binaries come from
+Prometheus, Alertmanager and PostgreSQL (or only the services named, e.g.
+``up kafka``) under ``.stack/`` on free loopback ports, detached, and prints
+how to reach each (for Kafka also its CA and the SASL user's password file);
+``down`` stops them all; ``status`` prints what ``up`` recorded. Binaries come from
 ``scripts/stack/install.sh``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from tests.stack.base import REPO, Proc, StackError, stop_group
@@ -29,7 +31,7 @@ def _procs(service: object) -> list[Proc]:
     return [v for v in vars(service).values() if isinstance(v, Proc)]
 
 
-def up() -> int:
+def up(only: Sequence[str] = ()) -> int:
     if STATE.exists():
         print(f"stack: already up (see {STATE}); run `down` first", file=sys.stderr)
         return 1
@@ -41,6 +43,10 @@ def up() -> int:
         Alertmanager(STATE_DIR / "alertmanager"),
         Postgres(STATE_DIR / "postgres"),
     ]
+    if unknown := set(only) - {s.name for s in services}:
+        print(f"stack: no service {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    services = [s for s in services if not only or s.name in only]
     state: dict[str, Any] = {"services": {}, "pgids": []}
     try:
         for service in services:
@@ -90,8 +96,10 @@ def status() -> int:
 
 
 if __name__ == "__main__":
-    commands = {"up": up, "down": down, "status": status}
+    commands = {"down": down, "status": status}
+    if len(sys.argv) >= 2 and sys.argv[1] == "up":
+        sys.exit(up(sys.argv[2:]))
     if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        print("usage: python -m tests.stack up|down|status", file=sys.stderr)
+        print("usage: python -m tests.stack up [SERVICE...]|down|status", file=sys.stderr)
         sys.exit(2)
     sys.exit(commands[sys.argv[1]]())

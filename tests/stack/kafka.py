@@ -185,8 +185,17 @@ class Kafka:
             raise StackError("kafka: not started, no CA yet")
         return self.ca.cert
 
+    @property
+    def sasl_password_file(self) -> Path:
+        """The SASL user's password, in a file as a mounted Secret holds it (for configs written by hand)."""
+        return self.tls_dir / "sasl-password"
+
     def endpoints(self) -> dict[str, str]:
-        return {"bootstrap": self.bootstrap, "sasl_ssl": self.sasl_bootstrap, "ssl": self.ssl_bootstrap}
+        found = {"bootstrap": self.bootstrap, "sasl_ssl": self.sasl_bootstrap, "ssl": self.ssl_bootstrap}
+        if self.ca is not None:
+            found |= {"ca_file": str(self.ca_file), "sasl_user": self.sasl_user,
+                      "sasl_password_file": str(self.sasl_password_file)}  # fmt: skip
+        return found
 
     def _make_tls(self) -> None:
         """The CA, the broker's certificate (key and chain in one PEM keystore) and a client certificate."""
@@ -196,6 +205,8 @@ class Kafka:
         server = self.ca.issue(self.tls_dir, "kafka-broker")
         (self.tls_dir / "keystore.pem").write_text(server.key.read_text() + server.cert.read_text())
         self.client_cert = self.ca.issue(self.tls_dir, "rollbackd-client", sans="DNS:rollbackd-client", client=True)
+        self.sasl_password_file.write_text(self.sasl_password + "\n")
+        self.sasl_password_file.chmod(0o600)
 
     def _security_properties(self) -> list[str]:
         host = "127.0.0.1"
@@ -358,3 +369,24 @@ class Kafka:
 
     def log_tail(self, lines: int = 30) -> str:
         return log_tail(self.log, lines)
+
+    def batch_codecs(self, topic: str, partition: int = 0) -> list[tuple[int, int, str]]:
+        """``(base offset, last offset, codec)`` of every record batch as the broker stored it.
+
+        Read from the partition's log segments by the broker's own ``kafka.tools.DumpLogSegments``:
+        the codec a producer compressed a batch with, as a consumer will receive it.
+        """
+        segments = sorted((self.data_dir / f"{topic}-{partition}").glob("*.log"))
+        if not segments:
+            raise StackError(f"kafka: no log segment for {topic}-{partition}")
+        argv = [self._java(), "-Xmx128m", self._log_flag(), "-cp", self._classpath(), "kafka.tools.DumpLogSegments"]
+        argv += ["--files", ",".join(str(s) for s in segments)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=self.start_timeout, check=False)
+        if done.returncode != 0:
+            raise StackError(f"kafka: DumpLogSegments failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        batches = []
+        for line in done.stdout.splitlines():
+            if line.startswith("baseOffset:"):
+                fields = dict(zip(line.split()[::2], line.split()[1::2], strict=False))
+                batches.append((int(fields["baseOffset:"]), int(fields["lastOffset:"]), fields["compresscodec:"]))
+        return batches
