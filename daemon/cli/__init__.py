@@ -95,7 +95,7 @@ def config_check(config: Path | None) -> None:
             problems.append(f"{ref_name}: {exc}")
     problems.extend(_client_problems(settings))
     if problems:
-        for p in problems:
+        for p in dict.fromkeys(problems):  # a secret the Kafka client reads too is said once
             echo_error(p)
         sys.exit(EXIT_FAILED)
     click.echo(f"{config or 'embedded defaults'}: configuration is valid")

@@ -247,11 +247,17 @@ def test_config_check_names_unreadable_files_and_unknown_mechanisms(kafka: Kafka
     assert "kafka.sasl.mechanism" in result.output
     assert "SCRAM-SHA-512" in result.output  # the known ones are listed
 
-    (tmp_path / "password").write_text("secret\n")
     base["kafka"] = {"enabled": True, "bootstrap_servers": kafka.sasl_bootstrap, "tls": {"ca_file": str(kafka.ca_file)},
                      "sasl": {"mechanism": "SCRAM-SHA-512", "username": "rollbackd",
                               "password": {"file": str(tmp_path / "password")}}}  # fmt: skip
     base["prometheus"] = {"url": "https://127.0.0.1:1", "tls": {"ca_file": str(kafka.ca_file)}}
     config.write_text(yaml.safe_dump(base))
+    result = runner.invoke(main, ["config", "check", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [  # one line per problem, though two checks read the password
+        f"error: kafka.sasl.password: secret file {tmp_path / 'password'} cannot be read: No such file or directory"
+    ]
+
+    (tmp_path / "password").write_text("secret\n")
     result = runner.invoke(main, ["config", "check", "--config", str(config)])
     assert result.exit_code == 0, result.output
