@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from daemon.actions.client import build_api_client
 from daemon.actions.leader import LeaderElector
-from daemon.config import KubernetesSettings, LeaderElectionSettings
-from tests.stack.kube import KubeCluster
+from daemon.config import LeaderElectionSettings
 
 pytestmark = pytest.mark.integration
 
 LEASE_S, RENEW_S, RETRY_S = 4.0, 3.0, 1.0
-
-
-@pytest.fixture
-async def api(kube: KubeCluster) -> AsyncIterator[Any]:
-    client = await build_api_client(KubernetesSettings(kubeconfig=kube.kubeconfig))
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 async def until(condition: Any, within: float) -> float:
@@ -44,11 +32,11 @@ async def until(condition: Any, within: float) -> float:
     return time.monotonic() - t0
 
 
-def electors(api: Any, namespace: str) -> list[LeaderElector]:
+def electors(kube_api: Any, namespace: str) -> list[LeaderElector]:
     lease = LeaderElectionSettings(
         enabled=True, namespace=namespace, lease_duration_s=LEASE_S, renew_deadline_s=RENEW_S, retry_period_s=RETRY_S
     )
-    return [LeaderElector(api, lease, f"replica-{i}") for i in range(2)]
+    return [LeaderElector(kube_api, lease, f"replica-{i}") for i in range(2)]
 
 
 async def _exactly_one_leader(pair: list[LeaderElector]) -> tuple[LeaderElector, LeaderElector]:
@@ -61,8 +49,8 @@ async def _exactly_one_leader(pair: list[LeaderElector]) -> tuple[LeaderElector,
     return leader, next(e for e in pair if e is not leader)
 
 
-async def test_killed_leader_is_replaced_within_the_lease(api: Any, namespace: str) -> None:
-    pair = electors(api, namespace)
+async def test_killed_leader_is_replaced_within_the_lease(kube_api: Any, namespace: str) -> None:
+    pair = electors(kube_api, namespace)
     tasks = {e.identity: asyncio.create_task(e.run()) for e in pair}
     try:
         leader, standby = await _exactly_one_leader(pair)
@@ -78,8 +66,8 @@ async def test_killed_leader_is_replaced_within_the_lease(api: Any, namespace: s
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
-async def test_stopped_leader_hands_over_at_the_next_retry(api: Any, namespace: str) -> None:
-    pair = electors(api, namespace)
+async def test_stopped_leader_hands_over_at_the_next_retry(kube_api: Any, namespace: str) -> None:
+    pair = electors(kube_api, namespace)
     tasks = [asyncio.create_task(e.run()) for e in pair]
     try:
         leader, standby = await _exactly_one_leader(pair)

@@ -27,7 +27,6 @@ import functools
 import json
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -38,7 +37,6 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from daemon.actions.client import build_api_client
 from daemon.actions.executor import RollbackExecutor
 from daemon.cli import main
 from daemon.clock import FakeClock, SystemClock
@@ -322,15 +320,6 @@ def freeze_alert(fp: str, target: Target, status: AlertStatus = AlertStatus.FIRI
         name="FreezeProbe", status=status, labels=MappingProxyType({}), annotations=MappingProxyType({}),
         starts_at=CHRISTMAS, fingerprint=fp, source="alertmanager", target=target,
     )  # fmt: skip
-
-
-@pytest.fixture
-async def kube_api(kube: KubeCluster) -> AsyncIterator[object]:
-    api = await build_api_client(KubernetesSettings(kubeconfig=kube.kubeconfig))
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 async def test_a_freeze_window_blocks_the_rollback_inside_it_and_not_outside_on_the_cluster(

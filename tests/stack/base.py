@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -168,10 +169,13 @@ class LoopbackHTTP:
         """``127.0.0.1:PORT``."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def start(self, handler: type[BaseHTTPRequestHandler], *, tls: ssl.SSLContext | None = None) -> None:
+        """Serve ``handler``; over HTTPS when ``tls`` (a server-side context) is given."""
         # port 0: the kernel picks a free port, no race with other listeners
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, name=self.name, daemon=True)
         self._thread.start()
 

@@ -7,7 +7,8 @@ session with the reason (and every component's log tail); it never skips.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,16 @@ def namespace(kube: KubeCluster) -> Iterator[str]:
         yield name
     finally:
         kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def kube_api(kube: KubeCluster) -> AsyncIterator[Any]:
+    """The daemon's own Kubernetes API client for the test cluster, closed after the test."""
+    from daemon.actions.client import build_api_client  # noqa: PLC0415 - only tests on the cluster need it
+    from daemon.config import KubernetesSettings  # noqa: PLC0415
+
+    api = await build_api_client(KubernetesSettings(kubeconfig=kube.kubeconfig))
+    try:
+        yield api
+    finally:
+        await api.close()

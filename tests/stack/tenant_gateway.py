@@ -14,13 +14,13 @@ the headers of every request, for tests that check what a client sent::
 from __future__ import annotations
 
 import ssl
-import threading
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fakes.tls import TlsFiles
+from tests.stack.base import LoopbackHTTP
 
 
 class TenantGateway:
@@ -34,14 +34,11 @@ class TenantGateway:
         self.token = token
         self.tenant = tenant
         self.seen: list[dict[str, str]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHTTP(self.name)
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError(f"{self.name} is not started")
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return f"https://{self._http.address}"
 
     def _refusal(self, headers: dict[str, str]) -> str | None:
         lowered = {k.lower(): v for k, v in headers.items()}
@@ -87,21 +84,10 @@ class TenantGateway:
         return Handler
 
     def start(self) -> TenantGateway:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        server.daemon_threads = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.tls.cert), str(self.tls.key))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=self.name, daemon=True)
-        self._thread.start()
+        self._http.start(self._handler(), tls=context)
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
+        self._http.stop()
