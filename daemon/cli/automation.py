@@ -11,12 +11,12 @@ commands.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 import click
 from rich.table import Table
 
+from daemon.cli.common import utc_time
 from daemon.cli.incidents import _api, _options, _show  # one client and one set of options for every API command
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -45,14 +45,10 @@ def _scope(all_: bool, namespace: str | None, deployment: str | None, rule: str 
     return given[0]
 
 
-def _when(iso: str | None) -> str:
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"
-
-
 def _pause_line(p: dict[str, Any]) -> str:
     return (
         f"pause {p['id']}: automated rollback paused for {p['scope']} by {p['created_by']} "
-        f"({p['reason']}) until {_when(p['until'])}"
+        f"({p['reason']}) until {utc_time(p['until'])}"
     )
 
 
@@ -99,7 +95,7 @@ def pauses(ctx: click.Context) -> None:
     data = _api(ctx).call("GET", "/api/v1/automation/pauses")
     table = Table("id", "scope", "status", "by", "reason", "until", title=f"{data['active']} active")
     for p in data["pauses"]:
-        table.add_row(p["id"], p["scope"], p["status"], p["created_by"], p["reason"], _when(p["until"]))
+        table.add_row(p["id"], p["scope"], p["status"], p["created_by"], p["reason"], utc_time(p["until"]))
     _show(ctx, data, table)
 
 
@@ -117,7 +113,7 @@ def shadow_report(ctx: click.Context, since: str) -> None:
     data = _api(ctx).call("GET", f"/api/v1/automation/shadow?since_s={parse_duration(since):g}")
     table = Table(
         "rule", "would roll back", "resolved without", "still open", "other", "targets", "last",
-        title=f"shadow decisions since {_when(data['since'])}",
+        title=f"shadow decisions since {utc_time(data['since'])}",
     )  # fmt: skip
     for r in data["rules"]:
         targets = ", ".join(f"{t} x{n}" for t, n in sorted(r["targets"].items()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,3 +32,8 @@ def config_option(func: F) -> F:
 
 def echo_error(message: str) -> None:
     click.secho(f"error: {message}", err=True, fg="red")
+
+
+def utc_time(iso: str | None) -> str:
+    """An ISO time from the API as every command prints it: ``2026-12-02 14:55:18 UTC`` ("-" for none)."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if iso else "-"

@@ -14,14 +14,13 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
-from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error
+from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, utc_time
 from daemon.cli.pages import waiting_for
 from daemon.incidents.record import IncidentRecord
 
@@ -108,18 +107,13 @@ def _print(url: str, ready: Answer, rules: Answer, incidents: Answer) -> None:
     for p in (body.get("automation") or {}).get("pauses", []):
         click.secho(
             f"  PAUSED: automated rollback for {p['scope']} by {p['created_by']} ({p['reason']})"
-            f" until {_utc(p['until'])} [pause {p['id']}; rollbackd resume {p['id']}]",
+            f" until {utc_time(p['until'])} [pause {p['id']}; rollbackd resume {p['id']}]",
             fg="yellow", bold=True,
         )  # fmt: skip
     for name, source in sorted(body.get("sources", {}).items()):
         _print_source(name, source)
     _print_rules(rules)
     _print_incidents(incidents)
-
-
-def _utc(iso: str) -> str:
-    """An ISO time as ``rollbackd pauses`` prints it: ``2026-12-02 14:55:18 UTC``."""
-    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _print_source(name: str, source: dict[str, Any]) -> None:
