@@ -9,18 +9,21 @@ error, 3 the daemon or a service could not be reached.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from pydantic import BaseModel
 
 from daemon import __version__
 from daemon.cli.common import config_option, echo_error
-from daemon.config import SecretRef, Settings, load_settings
 from daemon.errors import ConfigError, RollbackdError
+
+if TYPE_CHECKING:
+    # The configuration (pydantic-settings) is imported by the commands that read it: it was a third
+    # of every responder command's start-up, and those commands never read it (issue 19).
+    from daemon.config import SecretRef, Settings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -65,7 +68,9 @@ def main() -> None:
 @config_option
 def run(config: Path | None) -> None:
     """Run the daemon (embedded defaults when no --config is given)."""
-    from daemon.app import run_daemon  # noqa: PLC0415 - keep CLI start-up light for other commands
+    import asyncio  # noqa: PLC0415 - keep CLI start-up light for other commands
+
+    from daemon.app import run_daemon  # noqa: PLC0415
 
     settings = _settings_or_exit(config)
     try:
@@ -110,6 +115,8 @@ def db() -> None:
 @config_option
 def db_upgrade(config: Path | None) -> None:
     """Apply the database migrations (SQLite upgrades automatically at start)."""
+    import asyncio  # noqa: PLC0415
+
     from daemon.store.db import Store  # noqa: PLC0415
 
     settings = _settings_or_exit(config)
@@ -132,6 +139,8 @@ def db_upgrade(config: Path | None) -> None:
 
 
 def _settings_or_exit(path: Path | None) -> Settings:
+    from daemon.config import load_settings  # noqa: PLC0415 - see the imports
+
     try:
         return load_settings(path)
     except ConfigError as exc:
@@ -159,6 +168,10 @@ def _client_problems(settings: Settings) -> list[str]:
 
 
 def _secret_refs(settings: Settings) -> list[tuple[str, SecretRef]]:
+    from pydantic import BaseModel  # noqa: PLC0415 - see the imports
+
+    from daemon.config import SecretRef  # noqa: PLC0415
+
     found: list[tuple[str, SecretRef]] = []
 
     def walk(prefix: str, value: object) -> None:

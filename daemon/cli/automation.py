@@ -14,7 +14,6 @@ import re
 from typing import Any
 
 import click
-from rich.table import Table
 
 from daemon.cli.common import utc_time
 from daemon.cli.incidents import _api, _options, _show  # one client and one set of options for every API command
@@ -93,6 +92,8 @@ def resume(ctx: click.Context, pause_id: str | None, all_: bool) -> None:
 def pauses(ctx: click.Context) -> None:
     """Pauses in force, and those that ended in the last 24 hours."""
     data = _api(ctx).call("GET", "/api/v1/automation/pauses")
+    from rich.table import Table  # noqa: PLC0415 - rich is for output only (cli.incidents says why)
+
     table = Table("id", "scope", "status", "by", "reason", "until", title=f"{data['active']} active")
     for p in data["pauses"]:
         table.add_row(p["id"], p["scope"], p["status"], p["created_by"], p["reason"], utc_time(p["until"]))
@@ -111,6 +112,8 @@ def shadow() -> None:
 def shadow_report(ctx: click.Context, since: str) -> None:
     """Per shadow rule: how often it would have rolled back, what, and whether the incident resolved without it."""
     data = _api(ctx).call("GET", f"/api/v1/automation/shadow?since_s={parse_duration(since):g}")
+    from rich.table import Table  # noqa: PLC0415 - rich is for output only (cli.incidents says why)
+
     table = Table(
         "rule", "would roll back", "resolved without", "still open", "other", "targets", "last",
         title=f"shadow decisions since {utc_time(data['since'])}",

@@ -13,6 +13,7 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "http://127.0.0.1:9797"
+EXIT_USAGE = 2
 
 
 def daemon_url() -> str:
@@ -32,6 +33,17 @@ def config_option(func: F) -> F:
 
 def echo_error(message: str) -> None:
     click.secho(f"error: {message}", err=True, fg="red")
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The bearer token: ``--token-file``'s content when given, else env ``ROLLBACKD_TOKEN``; exits 2 if unreadable."""
+    if token_file is None:
+        return os.environ.get("ROLLBACKD_TOKEN") or None
+    try:
+        return token_file.read_text().strip() or None
+    except OSError as exc:
+        echo_error(f"cannot read token file {token_file}: {exc.strerror}")
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def utc_time(iso: str | None) -> str:

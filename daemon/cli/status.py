@@ -11,53 +11,19 @@ Exit codes: 0 ready, 1 reachable but not ready (or the token was refused),
 from __future__ import annotations
 
 import json
-import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, utc_time
+from daemon.cli import http
+from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, read_token, utc_time
 from daemon.cli.pages import waiting_for
 from daemon.incidents.record import IncidentRecord
 
 EXIT_NOT_READY = 1
-EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One endpoint's answer: HTTP status and JSON body (or the error text)."""
-
-    status: int
-    body: Any
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-
-def _get(client: httpx.Client, path: str) -> Answer:
-    response = client.get(path)
-    try:
-        body = response.json()
-    except ValueError:
-        body = response.text[:200]
-    return Answer(response.status_code, body)
-
-
-def _token(token_file: Path | None) -> str | None:
-    if token_file is not None:
-        try:
-            return token_file.read_text().strip() or None
-        except OSError as exc:
-            echo_error(f"cannot read token file {token_file}: {exc.strerror}")
-            sys.exit(EXIT_USAGE)
-    return os.environ.get("ROLLBACKD_TOKEN") or None
 
 
 @click.command()
@@ -74,15 +40,14 @@ def _token(token_file: Path | None) -> str | None:
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per request.")
 def status(url: str, token_file: Path | None, output: str, timeout: float) -> None:
     """Summarise the daemon: readiness, leadership, dry-run, rules, open incidents."""
-    token = _token(token_file)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    token = read_token(token_file)
     try:
-        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as client:
-            ready = _get(client, "/readyz")
-            rules = _get(client, "/api/v1/rules")
-            incidents = _get(client, "/api/v1/incidents?open=true")
-    except httpx.HTTPError as exc:
-        echo_error(f"cannot reach the daemon at {url}: {type(exc).__name__}: {exc}")
+        ready, rules, incidents = (
+            http.call(url, "GET", path, token=token, timeout=timeout)
+            for path in ("/readyz", "/api/v1/rules", "/api/v1/incidents?open=true")
+        )
+    except http.Unreachable as exc:
+        echo_error(f"cannot reach the daemon at {url}: {exc}")
         sys.exit(EXIT_UNREACHABLE)
     if output == "json":
         doc = {"url": url, "ready": ready.body, "rules": rules.body, "incidents": incidents.body}
@@ -93,7 +58,7 @@ def status(url: str, token_file: Path | None, output: str, timeout: float) -> No
         sys.exit(EXIT_NOT_READY)
 
 
-def _print(url: str, ready: Answer, rules: Answer, incidents: Answer) -> None:
+def _print(url: str, ready: http.Answer, rules: http.Answer, incidents: http.Answer) -> None:
     body = ready.body if isinstance(ready.body, dict) else {}
     state = click.style("ready", fg="green") if ready.ok else click.style("NOT READY", fg="red", bold=True)
     click.echo(f"rollbackd at {url}: {state}")
@@ -129,13 +94,13 @@ def _print_source(name: str, source: dict[str, Any]) -> None:
         click.secho(f"    {source['error']}", fg="red")
 
 
-def _refused(what: str, answer: Answer) -> None:
+def _refused(what: str, answer: http.Answer) -> None:
     detail = answer.body.get("detail") if isinstance(answer.body, dict) else answer.body
     hint = " (give --token-file or ROLLBACKD_TOKEN with scope read)" if answer.status in (401, 403) else ""
     click.secho(f"{what}: HTTP {answer.status}: {detail}{hint}", fg="red")
 
 
-def _print_rules(rules: Answer) -> None:
+def _print_rules(rules: http.Answer) -> None:
     if not rules.ok:
         _refused("rules", rules)
         return
@@ -147,7 +112,7 @@ def _print_rules(rules: Answer) -> None:
         click.secho(f"  LAST RELOAD FAILED (previous rules in force): {r.get('last_error')}", fg="red")
 
 
-def _print_incidents(incidents: Answer) -> None:
+def _print_incidents(incidents: http.Answer) -> None:
     if not incidents.ok:
         _refused("incidents", incidents)
         return

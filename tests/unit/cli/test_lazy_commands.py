@@ -22,7 +22,7 @@ try:
     main(sys.argv[1:], standalone_mode=False)
 except SystemExit:
     pass
-roots = {"daemon", "kubernetes_asyncio", "sqlalchemy", "celpy"}
+roots = {"daemon", "kubernetes_asyncio", "sqlalchemy", "celpy", "httpx", "rich", "pydantic", "pydantic_settings"}
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in roots)))
 """
 
@@ -36,6 +36,18 @@ def _loaded(*args: str) -> set[str]:
 def test_responder_commands_do_not_load_the_daemon(command: list[str]) -> None:
     loaded = _loaded(*command)
     assert not {m for m in loaded if m.startswith(HEAVY)}, sorted(m for m in loaded if m.startswith(HEAVY))
+
+
+# What a responder's script pays for at start-up besides the interpreter: httpx loaded rich and pygments
+# for its own command line, pydantic-settings came with the configuration, and together they were most
+# of ``incidents list --output json``'s time (issue 19, bench.incidents cli_list_1000_ms).
+START_UP = ("httpx", "rich", "pydantic", "daemon.config")
+
+
+@pytest.mark.parametrize("command", [["ack", "--help"], ["incidents", "list", "--help"], ["pause", "--help"]])
+def test_api_commands_load_no_http_library_no_pydantic_and_no_tables(command: list[str]) -> None:
+    loaded = _loaded(*command)
+    assert not {m for m in loaded if m.startswith(START_UP)}, sorted(m for m in loaded if m.startswith(START_UP))
 
 
 def test_every_command_is_still_listed_and_runs() -> None:
