@@ -16,11 +16,10 @@ import orjson
 
 from daemon.cli import http
 from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, read_token
-from daemon.incidents.record import IncidentRecord
-from daemon.target import Target
 
-# rich and the table drawing (daemon.cli.pages) are imported for text output only: with
-# ``--output json`` a responder's script should not pay for them at start-up (issue 19).
+# The records (daemon.incidents.record, dozens of dataclasses), rich and the table drawing
+# (daemon.cli.pages) are imported by the code that prints text: with ``--output json`` a responder's
+# script should not pay for them at start-up (issue 19).
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
@@ -128,6 +127,7 @@ def list_cmd(ctx: click.Context, state: str | None, open_only: bool, limit: int)
 
     def text() -> Any:
         from daemon.cli.pages import render_list  # noqa: PLC0415 - text output only (see the imports)
+        from daemon.incidents.record import IncidentRecord  # noqa: PLC0415
 
         return render_list([IncidentRecord.from_json(d) for d in data["incidents"]])
 
@@ -144,6 +144,7 @@ def show_cmd(ctx: click.Context, incident_id: str) -> None:
 
     def text() -> Any:
         from daemon.cli.pages import render_timeline  # noqa: PLC0415 - text output only (see the imports)
+        from daemon.incidents.record import IncidentRecord  # noqa: PLC0415
 
         return render_timeline(IncidentRecord.from_json(data))
 
@@ -174,6 +175,7 @@ def _verdict_command(verb: str, summary: str, role_help: str) -> click.Command:
         body = {"approver": approver, "code": _prompt_code(approver), "role": role, "comment": comment}
         data = _api(ctx).call("POST", f"/api/v1/incidents/{incident_id}/{verb}", body)
         from daemon.cli.pages import waiting_for  # noqa: PLC0415 - see the imports
+        from daemon.incidents.record import IncidentRecord  # noqa: PLC0415
 
         record = IncidentRecord.from_json(data)
         waiting = waiting_for(record)
@@ -209,6 +211,8 @@ def rollback(
 
     KIND is deployment, statefulset or daemonset (statefulset/prod/ledger). Prompts for each approver's code.
     """
+    from daemon.target import Target  # noqa: PLC0415 - see the imports
+
     for t in targets:
         try:
             Target.parse_strict(t)
