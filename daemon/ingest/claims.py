@@ -48,6 +48,10 @@ class InboxClaims:
 
         Rows that cannot be decoded are closed with the reason instead of being returned.
         """
+        return (await self.claim_page(limit))[0]
+
+    async def claim_page(self, limit: int) -> tuple[list[InboxItem], bool]:
+        """``claim``, and whether the page was full (more rows may be waiting) or the inbox is drained."""
         now = self._clock.now()
         free = (
             select(InboxRow.id)
@@ -76,7 +80,7 @@ class InboxClaims:
                 # A row we cannot read can never be handled; close it loudly instead of looping on it.
                 log.exception("inbox row undecodable", inbox_id=row.id, kind=row.kind, error=str(exc))
                 await self.inbox.mark_processed(row.id, error=f"undecodable: {exc}")
-        return items
+        return items, len(rows) >= limit
 
     async def renew(self) -> int:
         """Extend the lease on every row this holder still has open; how many."""

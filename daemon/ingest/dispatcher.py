@@ -41,6 +41,8 @@ from daemon.metrics import INBOX_ERRORS, QUEUE_DEPTH
 
 log = get_logger(__name__)
 
+_PAGE = 256  # rows per claim
+
 
 class Handler(Protocol):
     """What the dispatcher drives: the rules and incidents stage, for one inbox item."""
@@ -80,6 +82,12 @@ class Dispatcher:
         self._closing: list[tuple[InboxItem, str | None]] = []  # handled, close not yet written
         self._flush_wanted = asyncio.Event()
         self._wake = asyncio.Event()
+        # Whether the next pass claims. A claim is a write, and on SQLite the one writer's lock is
+        # shared with the incidents' transactions: claiming again right after a short page (or each
+        # time a key's queue ran dry) put an empty claim in front of every decision (issue 19). So
+        # a pass claims when rows were committed (``wake``), after a full page, when room came back,
+        # and at each poll; other wake-ups only check for idleness.
+        self._look = True
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
@@ -89,6 +97,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """New rows were committed: look now instead of at the next poll."""
+        self._look = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -101,15 +110,19 @@ class Dispatcher:
         await self._release("a previous run's")
         flusher = asyncio.create_task(self._flush_loop(), name="dispatch:flush")
         renewer = asyncio.create_task(self._renew_loop(), name="dispatch:renew")
+        self._look = True  # whatever a previous run (or another replica) left pending
         try:
             while not self._stopping:
                 self._wake.clear()
-                found = await self._fill()
+                more = False
+                if self._look:
+                    self._look = False
+                    more = await self._fill()
                 if self._stopping:
                     break
-                if not found and not self._workers and self._buffered == 0:
+                if not more and not self._workers and self._buffered == 0:
                     self._idle.set()
-                if not found or self._buffered >= self._max_buffered:
+                if not more or self._buffered >= self._max_buffered:
                     await self._wait()
         finally:
             await self._cancel_workers()
@@ -133,7 +146,7 @@ class Dispatcher:
         """Until nothing is pending, queued or in flight (tests and graceful drains)."""
         while True:
             self._idle.clear()
-            self._wake.set()
+            self.wake()
             await self._idle.wait()
             if not self._workers and self._buffered == 0:
                 return
@@ -141,14 +154,16 @@ class Dispatcher:
     async def _wait(self) -> None:
         """Sleep until woken, or until the poll interval passes (the last resort if a wake-up was lost)."""
         await sleep_unless(self._clock, self._poll_interval_s, self._wake)
+        if not self._wake.is_set():
+            self._look = True
 
     async def _fill(self) -> bool:
-        """Queue the next page of pending rows; True if any were found."""
+        """Queue the next page of pending rows; True if it was full (more may be waiting) or no room is left."""
         room = self._max_buffered - self._buffered
         if room <= 0:
             return True
         try:
-            items = await self._claims.claim(min(room, 256))
+            items, full = await self._claims.claim_page(min(room, _PAGE))
         except TemporaryError as exc:
             log.warning("inbox read failed, retrying", error=str(exc), reason=exc.reason)
             return False
@@ -162,7 +177,7 @@ class Dispatcher:
                 task = asyncio.create_task(self._drain(item.partition_key), name=f"dispatch:{item.partition_key}")
                 self._workers[item.partition_key] = task
         QUEUE_DEPTH.set(self._buffered)
-        return bool(items)
+        return full
 
     async def _drain(self, key: str) -> None:
         """Handle one key's queue in order until it is empty."""
@@ -245,6 +260,8 @@ class Dispatcher:
         self._buffered -= len(batch)
         self.handled += len(batch)
         QUEUE_DEPTH.set(self._buffered)
+        if before >= self._max_buffered:
+            self._look = True  # room to read again
         if self._buffered == 0 or before >= self._max_buffered:
             self._wake.set()  # idleness to notice, or room to read again
 
