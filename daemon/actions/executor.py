@@ -19,7 +19,9 @@ the intents open; the new leader's ``reconcile`` takes them over.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
+from typing import TypeVar
 
 import structlog
 from kubernetes_asyncio.client.api_client import ApiClient
@@ -158,14 +160,24 @@ class RollbackExecutor:
 
     async def _prepare_checked(self, req: RollbackRequest, work: Work) -> None:
         assert self.kube is not None  # noqa: S101 - execute() returned early otherwise
-        existing = await self.intents.get(work.key)
+        # Every read the checks need, at once: they are independent, and one after another their round
+        # trips (the API server's two, the store's three) added up on the way to the patch (issue 19,
+        # bench.latency). The workload's own error wins: a missing Deployment is the outcome, whatever
+        # else failed meanwhile.
+        answers = await asyncio.gather(
+            kinds.load(self.kube, work.target),
+            # The term this execution acts for: stored with the intent, checked before every write.
+            self.fence.check() if not work.dry_run else _nothing(),
+            self.intents.get(work.key),
+            self.intents.for_target(work.target) if req.automatic else _nothing(),
+            return_exceptions=True,
+        )
+        workload, token, existing, history = (_ok(answers[0]), _ok(answers[1]), _ok(answers[2]), _ok(answers[3]))
+        if token is not None:
+            work.token = token
         if existing is not None and existing.dry_run:
             existing = None
-        workload = await kinds.load(self.kube, work.target)
         paused = workload.paused
-        if not work.dry_run:
-            # The term this execution acts for: stored with the intent, checked before every write.
-            work.token = await self.fence.check()
         if existing is not None:
             done = existing.state in APPLIED_STATES or (
                 bool(existing.detail.get("to_template_hash"))
@@ -194,7 +206,7 @@ class RollbackExecutor:
             work.settle(TargetResult.ALREADY_DONE, plan.skipped)
             return
         if req.automatic:
-            past = [i.past() for i in await self.intents.for_target(work.target)]
+            past = [i.past() for i in history or ()]
             # One attempt per bad revision first, so the decision record names it when it holds (control).
             refusal = (
                 check_one_attempt(
@@ -286,3 +298,17 @@ class RollbackExecutor:
                     ReconcileResult(intent.id, intent.incident_id, intent.target, intent.state, intent.state, str(exc))
                 )
         return results
+
+
+async def _nothing() -> None:
+    return None
+
+
+_T = TypeVar("_T")
+
+
+def _ok(answer: _T | BaseException) -> _T:
+    """One of the gathered reads' answer, or its error raised (the first one asked for wins)."""
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
