@@ -81,20 +81,21 @@ class AutomationGuard:
             return True
         return self._freeze is not None and self._freeze(decision, self._clock.now()) is not None
 
-    async def started(self, incident_id: str) -> bool:
-        """Whether the executor recorded an intent (a real, non-dry-run undo) for the incident."""
-        query = select(RollbackIntentRow.id).where(
-            RollbackIntentRow.incident_id == incident_id, RollbackIntentRow.dry_run.is_(False)
-        )
-        async with self._store.transaction("rollback started?") as s:
-            return (await s.execute(query.limit(1))).first() is not None
+    async def check(self, decision: Decision, *, unless_started: str | None = None) -> Hold | None:
+        """The hold on ``decision`` now, or None; with ``unless_started``, None too once that incident's undo began.
 
-    async def check(self, decision: Decision) -> Hold | None:
-        if decision.shadow:
-            return Hold(SHADOW, f"shadow rule {decision.rule}: decided and dry-run only")
-        for pause in await self._pauses.active():
-            if pause.covers(decision.rule, decision.targets):
-                return Hold(PAUSE, paused_detail(pause))
+        An incident the opening transaction moved to rolling back has not started as long as the
+        executor recorded no real intent for it; a rollback under way is never held half-way. Both
+        questions are one transaction: each is a store round trip on the way to the patch (issue 19).
+        """
+        async with self._store.transaction("automation guard") as s:
+            if unless_started is not None and await _started(s, unless_started):
+                return None
+            if decision.shadow:
+                return Hold(SHADOW, f"shadow rule {decision.rule}: decided and dry-run only")
+            for pause in await self._pauses.active(s):
+                if pause.covers(decision.rule, decision.targets):
+                    return Hold(PAUSE, paused_detail(pause))
         if self._freeze is not None:
             return self._freeze(decision, self._clock.now())
         return None
@@ -110,3 +111,11 @@ class AutomationGuard:
                 at=self._clock.now(),
             )
         )  # fmt: skip
+
+
+async def _started(s: AsyncSession, incident_id: str) -> bool:
+    """Whether the executor recorded an intent (a real, non-dry-run undo) for the incident."""
+    query = select(RollbackIntentRow.id).where(
+        RollbackIntentRow.incident_id == incident_id, RollbackIntentRow.dry_run.is_(False)
+    )
+    return (await s.execute(query.limit(1))).first() is not None

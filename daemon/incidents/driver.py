@@ -178,9 +178,7 @@ class Driver:
         guard, decision = self._guard, inc.decision
         if guard is None or decision.rule == MANUAL_RULE or inc.state not in (State.APPROVED, State.ROLLING_BACK):
             return False
-        if inc.state is State.ROLLING_BACK and await guard.started(inc.id):
-            return False
-        hold = await guard.check(decision)
+        hold = await guard.check(decision, unless_started=inc.id if inc.state is State.ROLLING_BACK else None)
         if hold is None:
             return False
         await self._hold(inc, hold)
