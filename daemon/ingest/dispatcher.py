@@ -177,6 +177,8 @@ class Dispatcher:
                 task = asyncio.create_task(self._drain(item.partition_key), name=f"dispatch:{item.partition_key}")
                 self._workers[item.partition_key] = task
         QUEUE_DEPTH.set(self._buffered)
+        if full:
+            self._look = True  # more rows may be waiting: the next pass claims again at once
         return full
 
     async def _drain(self, key: str) -> None:

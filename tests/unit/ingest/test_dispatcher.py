@@ -155,6 +155,19 @@ async def test_wake_picks_up_new_rows_without_waiting_for_the_poll(store: Store,
         await until(lambda: len(handler.seen) == 1)
 
 
+async def test_a_backlog_longer_than_a_page_is_claimed_page_after_page_without_the_poll(
+    store: Store, clock: FakeClock
+) -> None:
+    # After a full page the dispatcher must claim again at once; the fake clock never lets the poll
+    # come, and nothing new is committed to wake it (a backlog left by a storm, or by a stop).
+    inbox, handler = Inbox(store, clock), Recorder()
+    await inbox.accept_alerts([alert(deployment=f"d{i % 7}", starts_min=i) for i in range(300)])
+    dispatcher = Dispatcher(InboxClaims(inbox, clock, holder="test"), handler, clock, poll_interval_s=3600)
+    async with running(dispatcher):
+        await until(lambda: len(handler.seen) == 300)
+    assert await unprocessed(inbox, 300) == []
+
+
 class CountingInbox(Inbox):
     """The real inbox, counting close transactions; the first ``fail`` of them fail as if the store were down."""
 
