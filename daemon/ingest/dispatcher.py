@@ -88,6 +88,7 @@ class Dispatcher:
         # a pass claims when rows were committed (``wake``), after a full page, when room came back,
         # and at each poll; other wake-ups only check for idleness.
         self._look = True
+        self._starved = False  # a claim was cut short (or skipped) because the buffer was full
         self._stopping = False
         self._running = False
         self._stopped = asyncio.Event()
@@ -161,9 +162,10 @@ class Dispatcher:
         """Queue the next page of pending rows; True if it was full (more may be waiting) or no room is left."""
         room = self._max_buffered - self._buffered
         if room <= 0:
+            self._starved = True
             return True
         try:
-            items, full = await self._claims.claim_page(min(room, _PAGE))
+            items, full = await self._claims.claim_page(limit := min(room, _PAGE))
         except TemporaryError as exc:
             log.warning("inbox read failed, retrying", error=str(exc), reason=exc.reason)
             return False
@@ -179,6 +181,7 @@ class Dispatcher:
         QUEUE_DEPTH.set(self._buffered)
         if full:
             self._look = True  # more rows may be waiting: the next pass claims again at once
+            self._starved = self._starved or limit < _PAGE  # cut short by the buffer, not by the inbox
         return full
 
     async def _drain(self, key: str) -> None:
@@ -255,16 +258,17 @@ class Dispatcher:
     async def _flush(self) -> None:
         """Close the rows of ``_closing`` written so far; they leave the list only once committed."""
         batch = list(self._closing)
-        before = self._buffered
         await self._inbox.mark_processed_many([(item.id, error) for item, error in batch])
         del self._closing[: len(batch)]  # appends during the write stay for the next round
         self._held.difference_update(item.id for item, _ in batch)
         self._buffered -= len(batch)
         self.handled += len(batch)
         QUEUE_DEPTH.set(self._buffered)
-        if before >= self._max_buffered:
-            self._look = True  # room to read again
-        if self._buffered == 0 or before >= self._max_buffered:
+        room_again = self._starved
+        if room_again:
+            self._starved = False
+            self._look = True  # a claim was cut short for room, and room came back
+        if self._buffered == 0 or room_again:
             self._wake.set()  # idleness to notice, or room to read again
 
     async def _renew_loop(self) -> None:

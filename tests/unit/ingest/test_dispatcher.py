@@ -168,6 +168,18 @@ async def test_a_backlog_longer_than_a_page_is_claimed_page_after_page_without_t
     assert await unprocessed(inbox, 300) == []
 
 
+async def test_a_backlog_longer_than_the_buffer_is_claimed_again_as_closes_make_room(
+    store: Store, clock: FakeClock
+) -> None:
+    inbox, handler = Inbox(store, clock), Recorder()
+    await inbox.accept_alerts([alert(deployment=f"d{i % 3}", starts_min=i) for i in range(23)])
+    claims = InboxClaims(inbox, clock, holder="test")
+    dispatcher = Dispatcher(claims, handler, clock, poll_interval_s=3600, max_buffered=5)
+    async with running(dispatcher):
+        await until(lambda: len(handler.seen) == 23)
+    assert await unprocessed(inbox, 23) == []
+
+
 class CountingInbox(Inbox):
     """The real inbox, counting close transactions; the first ``fail`` of them fail as if the store were down."""
 
