@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import click
 
 from daemon import __version__
-from daemon.cli.common import config_option, echo_error
+from daemon.cli.common import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, config_option, echo_error
 from daemon.errors import ConfigError, RollbackdError
 
 if TYPE_CHECKING:
@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     # of every responder command's start-up, and those commands never read it (issue 19).
     from daemon.config import SecretRef, Settings
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 
 
 # The commands each area contributes, as (module, attribute): imported only when named, so that

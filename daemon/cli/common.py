@@ -13,7 +13,10 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_URL = "http://127.0.0.1:9797"
+# Every command's exit codes (the ``rollbackd`` help says what each means).
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 
 def daemon_url() -> str:

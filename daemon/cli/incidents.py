@@ -15,14 +15,12 @@ import click
 import orjson
 
 from daemon.cli import http
-from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, read_token
+from daemon.cli.common import DEFAULT_URL, EXIT_FAILED, EXIT_UNREACHABLE, daemon_url, echo_error, read_token
 
 # The records (daemon.incidents.record, dozens of dataclasses), rich and the table drawing
 # (daemon.cli.pages) are imported by the code that prints text: with ``--output json`` a responder's
 # script should not pay for them at start-up (issue 19).
 
-EXIT_FAILED = 1
-EXIT_UNREACHABLE = 3
 
 
 class Api:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli.common import config_option, echo_error
+from daemon.cli.common import EXIT_UNREACHABLE, EXIT_USAGE, config_option, echo_error
 from daemon.clock import SystemClock
 from daemon.config import KafkaSettings, load_settings
 from daemon.errors import ConfigError, InputError, TemporaryError
@@ -31,9 +31,6 @@ from daemon.rules import RuleRegistry
 from daemon.rules.durations import parse_duration
 from daemon.rules.loader import RuleLoadError
 from daemon.sources.replay_reader import ReplayRecord, read_file, read_kafka
-
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 
 _COLOURS = {"decision": "cyan", "rollback": "red", "transition": "yellow", "no_match": "bright_black"}
 

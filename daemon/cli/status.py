@@ -18,12 +18,11 @@ from typing import Any
 import click
 
 from daemon.cli import http
-from daemon.cli.common import DEFAULT_URL, daemon_url, echo_error, read_token, utc_time
+from daemon.cli.common import DEFAULT_URL, EXIT_UNREACHABLE, daemon_url, echo_error, read_token, utc_time
 from daemon.cli.pages import waiting_for
 from daemon.incidents.record import IncidentRecord
 
 EXIT_NOT_READY = 1
-EXIT_UNREACHABLE = 3
 
 
 @click.command()
